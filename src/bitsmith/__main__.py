@@ -1,0 +1,3 @@
+from bitsmith.cli import main
+
+main()

@@ -1,0 +1,97 @@
+"""The ``bitsmith`` command line. Imports stay light until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bitsmith.errors import BitsmithError
+
+# flag -> settings key, with the argparse type; shared by every command.
+_SETTING_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--max-epochs", "max_epochs", int, "training epochs"),
+    ("--max-steps", "max_steps", int, "stop after this many optimizer steps"),
+    ("--batch-size", "batch_size", int, "samples per batch"),
+    ("--learning-rate", "learning_rate", float, "learning rate"),
+    ("--weight-decay", "weight_decay", float, "weight decay"),
+    ("--optimizer", "optimizer", str, "adam, adamw or sgd"),
+    ("--scheduler", "scheduler", str, "cosine or none"),
+    ("--seed", "seed", int, "seed for init, shuffling and samplers"),
+    ("--accelerator", "accelerator", str, "auto, cpu or gpu"),
+    ("--project", "project", str, "outputs go to <project-dir>/<project>/"),
+    ("--project-dir", "project_dir", str, "outputs go to <project-dir>/<project>/"),
+    ("--data-path", "data_path", str, "a local data file (JSC: CSV, Parquet or HDF5)"),
+    ("--load", "load_name", str, "checkpoint to start from"),
+    ("--load-type", "load_type", str, "pl (bitsmith/Lightning checkpoint) or pt (bare state dict)"),
+]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="registered model name, or package.module:factory")
+    p.add_argument("dataset", nargs="?", help="registered data set name")
+    p.add_argument("--config", help="TOML file (MASE layout); flags override it")
+    for flag, dest, typ, text in _SETTING_FLAGS:
+        p.add_argument(flag, dest=dest, type=typ, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitsmith", description="Fit small neural networks to a hardware budget.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("train", help="train a model and keep its best checkpoint")
+    _add_common(p)
+    p = sub.add_parser("test", help="evaluate a checkpoint on the test split")
+    _add_common(p)
+    sub.add_parser("models", help="list the registered models")
+    sub.add_parser("datasets", help="list the registered data sets")
+    return parser
+
+
+def _version() -> str:
+    from bitsmith import __version__
+
+    return f"bitsmith {__version__}"
+
+
+def settings_from_args(args: argparse.Namespace):
+    from bitsmith.config import load_settings
+
+    flags = {dest: getattr(args, dest, None) for _, dest, _, _ in _SETTING_FLAGS}
+    flags["model"], flags["dataset"] = args.model, args.dataset
+    return load_settings(args.config, **flags)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        from bitsmith.models import MODELS
+
+        print("\n".join(sorted(MODELS)))
+        return 0
+    if args.command == "datasets":
+        from bitsmith.data import DATASETS
+
+        print("\n".join(sorted(DATASETS)))
+        return 0
+    from bitsmith import jobs
+
+    settings = settings_from_args(args)
+    getattr(jobs, args.command)(settings)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except BitsmithError as e:
+        print(f"bitsmith: error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("bitsmith: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The shared recipe: deduplicate, split, scale; and the processed-array cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitsmith.errors import BitsmithError
+
+# The usual JSC recipe (hls4ml tutorial): 80/20 split with random_state 42; the
+# validation split is carved from the training part with the same seed, and
+# the scaler is fitted on what remains for training, so no split leaks.
+MIN_ROWS = 50
+RECIPE = {"version": 1, "dedupe": True, "test_size": 0.2, "val_size": 0.1, "random_state": 42}
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A data set in memory: three disjoint splits and what models need to know."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    in_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> Split:
+        aliases = {"train": "train", "val": "val", "validation": "val", "test": "test",
+                   "train_dataloader": "train", "val_dataloader": "val", "test_dataloader": "test"}
+        return getattr(self, aliases[name])
+
+
+def cache_dir() -> Path:
+    """``$BITSMITH_CACHE`` or the user cache directory (never the source tree)."""
+    env = os.environ.get("BITSMITH_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("bitsmith"))
+
+
+def cache_key(source: str, recipe: dict) -> str:
+    blob = json.dumps({"source": source, "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_and_scale(x: np.ndarray, y: np.ndarray, recipe: dict = RECIPE) -> dict[str, np.ndarray]:
+    """Deduplicate rows, split train/val/test, fit the scaler on train only."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    if recipe["dedupe"]:
+        rows = np.concatenate([x, y[:, None].astype(x.dtype)], axis=1)
+        _, keep = np.unique(rows, axis=0, return_index=True)
+        keep.sort()  # keep the file's order so the split matches other tools'
+        x, y = x[keep], y[keep]
+    if len(y) < MIN_ROWS:
+        raise BitsmithError(f"only {len(y)} distinct rows: too few to split into train/val/test "
+                            f"(at least {MIN_ROWS}); give the full data set")
+    seed = recipe["random_state"]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=recipe["test_size"], random_state=seed)
+    x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=recipe["val_size"], random_state=seed)
+    scaler = StandardScaler().fit(x_tr)
+    out = {}
+    for name, xs, ys in (("train", x_tr, y_tr), ("val", x_va, y_va), ("test", x_te, y_te)):
+        out[f"x_{name}"] = scaler.transform(xs).astype(np.float32)
+        out[f"y_{name}"] = ys.astype(np.int64)
+    return out
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write atomically, so an interrupted run never leaves a broken cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays, meta=np.array(json.dumps(meta)))
+    os.replace(tmp, path)
+
+
+def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The cached arrays, or None when absent or unreadable (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k != "meta"}
+            meta = json.loads(str(f["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    return arrays, meta
+
+
+def to_splits(name: str, arrays: dict[str, np.ndarray], in_shape: tuple[int, ...],
+              class_names: tuple[str, ...], source: str) -> DataSplits:
+    def make(part: str) -> Split:
+        x = torch.from_numpy(arrays[f"x_{part}"]).reshape(-1, *in_shape)
+        return Split(x.contiguous(), torch.from_numpy(arrays[f"y_{part}"]))
+
+    return DataSplits(name, make("train"), make("val"), make("test"), in_shape, class_names, source)
+
+
+def cached(name: str, source: str, build, recipe: dict = RECIPE) -> tuple[dict[str, np.ndarray], dict]:
+    """Processed arrays for ``source``: from the cache, else ``build()`` and store."""
+    path = cache_dir() / "processed" / f"{name}-{cache_key(source, recipe)}.npz"
+    hit = load_arrays(path)
+    if hit is not None:
+        return hit
+    arrays, meta = build()
+    try:
+        save_arrays(path, arrays, meta)
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return arrays, meta

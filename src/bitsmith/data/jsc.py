@@ -1,0 +1,137 @@
+"""The hls4ml LHC jet-substructure set (JSC): 16 high-level features, 5 classes.
+
+Sources, first found wins: a local file (``data_path`` / ``--data-path`` /
+``$BITSMITH_JSC_PATH``); the processed cache of the OpenML copy; a download
+from OpenML (data set 42468), once, into the cache directory.
+
+Class indices are alphabetical, ``g q t w z`` -> 0..4, for both file layouts:
+OpenML's ``class`` column and the older HDF5 release's one-hot ``j_g j_q j_w
+j_z j_t`` columns (which list the classes in another order).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bitsmith.data import register_dataset
+from bitsmith.data._base import DataSplits, cache_dir, cached, split_and_scale, to_splits
+from bitsmith.errors import BitsmithError
+
+OPENML_ID = 42468
+ENV_PATH = "BITSMITH_JSC_PATH"
+ENV_OFFLINE = "BITSMITH_OFFLINE"
+HDF5_KEY = "t_allpar_new"
+FEATURES = (
+    "zlogz", "c1_b0_mmdt", "c1_b1_mmdt", "c1_b2_mmdt", "c2_b1_mmdt", "c2_b2_mmdt",
+    "d2_b1_mmdt", "d2_b2_mmdt", "d2_a1_b1_mmdt", "d2_a1_b2_mmdt", "m2_b1_mmdt",
+    "m2_b2_mmdt", "n2_b1_mmdt", "n2_b2_mmdt", "mass_mmdt", "multiplicity",
+)
+CLASS_NAMES = ("g", "q", "t", "w", "z")
+TARGET = "class"
+H5_FEATURES = tuple(f"j_{f}" for f in FEATURES)
+H5_LABELS = tuple(f"j_{c}" for c in CLASS_NAMES)
+
+
+def read_frame(path: Path):
+    """Read a CSV, Parquet or HDF5 file into a pandas DataFrame."""
+    import pandas as pd
+
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if ".csv" in suffixes:
+            return pd.read_csv(path)
+        if suffixes.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if suffixes.endswith((".h5", ".hdf5", ".hdf", ".z")):
+            with pd.HDFStore(path, mode="r") as store:
+                keys = [k.lstrip("/") for k in store.keys()]
+                key = HDF5_KEY if HDF5_KEY in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise BitsmithError(f"{path}: HDF5 file has keys {keys}, expected {HDF5_KEY!r}")
+                return store[key]
+    except ImportError as e:
+        raise BitsmithError(f"reading {path.name} needs {e.name}: pip install 'bitsmith[files]'") from None
+    except BitsmithError:
+        raise
+    except Exception as e:  # pandas raises many types for unreadable files
+        raise BitsmithError(f"cannot read JSC file {path}: {type(e).__name__}: {e}") from None
+    raise BitsmithError(f"{path}: unknown file type {suffixes or '(none)'}; use .csv, .parquet or .h5/.z")
+
+
+def frame_to_arrays(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features in OpenML order and class indices, from either layout."""
+    cols = set(frame.columns)
+    openml_missing = [c for c in (*FEATURES, TARGET) if c not in cols]
+    h5_missing = [c for c in (*H5_FEATURES, *H5_LABELS) if c not in cols]
+    if not openml_missing:
+        x = frame[list(FEATURES)].to_numpy(np.float32)
+        labels = frame[TARGET].astype(str).str.strip().str.strip("b'\"").to_numpy()
+        index = {c: i for i, c in enumerate(CLASS_NAMES)}
+        bad = sorted(set(labels) - set(index))
+        if bad:
+            raise BitsmithError(f"{path}: column 'class' has labels {bad[:5]}; expected {list(CLASS_NAMES)}")
+        y = np.array([index[v] for v in labels], dtype=np.int64)
+    elif not h5_missing:
+        x = frame[list(H5_FEATURES)].to_numpy(np.float32)
+        onehot = frame[list(H5_LABELS)].to_numpy()
+        if not np.all(onehot.sum(axis=1) == 1):
+            raise BitsmithError(f"{path}: label columns {list(H5_LABELS)} are not one-hot in every row")
+        y = onehot.argmax(axis=1).astype(np.int64)
+    else:
+        missing, layout = ((openml_missing, "OpenML") if len(openml_missing) <= len(h5_missing)
+                           else (h5_missing, "HDF5 (j_ prefixed)"))
+        raise BitsmithError(
+            f"{path}: missing JSC columns for the {layout} layout: {', '.join(missing)}; "
+            f"see the column list in the docs (docs/data.md)")
+    if not np.isfinite(x).all():
+        raise BitsmithError(f"{path}: features contain NaN or infinite values")
+    return x, y
+
+
+def read_jsc_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BitsmithError(f"JSC file {str(path)!r} does not exist; check --data-path / data_path / ${ENV_PATH}")
+    return frame_to_arrays(read_frame(path), path)
+
+
+def download_openml() -> tuple[np.ndarray, np.ndarray]:
+    """Fetch OpenML 42468 once (scikit-learn keeps the raw download in the cache)."""
+    where = cache_dir()
+    hint = (f"download hls4ml_lhc_jets_hlf (OpenML {OPENML_ID}) as CSV or Parquet and pass "
+            f"--data-path FILE (or data_path in the config, or ${ENV_PATH}); processed data is cached in {where}")
+    if os.environ.get(ENV_OFFLINE):
+        raise BitsmithError(f"JSC is not cached and ${ENV_OFFLINE} is set, so it is not downloaded: {hint}")
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml(data_id=OPENML_ID, data_home=str(where / "openml"), as_frame=True, parser="auto")
+    except Exception as e:  # network errors come in many types
+        raise BitsmithError(f"cannot download JSC from OpenML ({type(e).__name__}: {e}): {hint}") from None
+    frame = bunch.frame if bunch.frame is not None else bunch.data.assign(**{TARGET: bunch.target})
+    return frame_to_arrays(frame, Path(f"openml:{OPENML_ID}"))
+
+
+@register_dataset("jsc")
+def load_jsc(data_path: str | None = None) -> DataSplits:
+    path = data_path or os.environ.get(ENV_PATH)
+    if path:
+        p = Path(path).expanduser().resolve()
+        if not p.is_file():
+            raise BitsmithError(f"JSC file {str(path)!r} does not exist; check --data-path / data_path / ${ENV_PATH}")
+        st = p.stat()
+        source = f"file:{p}:{st.st_size}:{st.st_mtime_ns}"
+        read = lambda: read_jsc_file(p)  # noqa: E731
+    else:
+        source = f"openml:{OPENML_ID}"
+        read = download_openml
+
+    def build():
+        x, y = read()
+        return split_and_scale(x, y), {"rows": int(len(x))}
+
+    arrays, _ = cached("jsc", source, build)
+    return to_splits("jsc", arrays, (len(FEATURES),), CLASS_NAMES, source)

@@ -1,0 +1,138 @@
+"""The jobs the command line runs, callable from Python with a ``Settings``.
+
+Each job loads what it needs once, prints to a rich console and returns its
+results as plain data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from bitsmith.config import Settings
+from bitsmith.errors import BitsmithError
+
+
+@dataclass
+class Prepared:
+    settings: Settings
+    data: Any  # DataSplits
+    model: Any  # nn.Module
+    device: Any  # torch.device
+    meta: dict
+
+
+def checkpoint_meta(settings: Settings, data) -> dict[str, Any]:
+    """What a checkpoint records so that it can be rebuilt and checked later."""
+    keep = ("max_epochs", "max_steps", "batch_size", "learning_rate", "weight_decay", "optimizer",
+            "scheduler", "seed")
+    return {"model": settings.model, "dataset": settings.dataset, "in_shape": list(data.in_shape),
+            "n_classes": data.n_classes, "settings": {k: getattr(settings, k) for k in keep}}
+
+
+def prepare(settings: Settings, load: bool = True) -> Prepared:
+    """Data, model and device for ``settings``; the checkpoint ``load_name`` loaded if given.
+
+    When the checkpoint names its model and data set and the settings did not
+    set them, the checkpoint's are used.
+    """
+    from bitsmith.checkpoint import check_model_name, load_checkpoint, restore
+    from bitsmith.data import get_dataset
+    from bitsmith.device import resolve_device
+    from bitsmith.models import build_model
+
+    state, meta = ({}, {})
+    if load and settings.load_name:
+        state, meta = load_checkpoint(settings.load_name, settings.load_type)
+        for key in ("model", "dataset"):
+            if key not in settings.model_fields_set and meta.get(key):
+                setattr(settings, key, meta[key])
+        check_model_name(meta, settings.model, settings.load_name)
+    data = get_dataset(settings.dataset, settings.data_path)
+    model = build_model(settings.model, data.in_shape, data.n_classes)
+    if meta.get("passes"):
+        from bitsmith.passes import rebuild_from_meta
+
+        model = rebuild_from_meta(model, meta, data)
+    if state:
+        restore(model, state, settings.load_name, settings.model)
+    device = resolve_device(settings.accelerator)
+    return Prepared(settings, data, model.to(device), device, meta)
+
+
+def _progress(console: Console, description: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=console)
+    task = bar.add_task(description, total=total, metrics="")
+
+    def update(step: int, total_: int, metrics: dict[str, float]):
+        text = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        bar.update(task, completed=step, total=total_, metrics=text)
+
+    return bar, update
+
+
+def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
+    """Train, keep best and last checkpoints, evaluate the best on the test split."""
+    from bitsmith.checkpoint import load_checkpoint, restore
+    from bitsmith.train import evaluate, fit
+
+    console = console or Console(soft_wrap=True)
+    t0 = time.perf_counter()
+    p = prepare(settings)
+    console.print(settings.summary(), highlight=False)
+    out = settings.output_dir / "checkpoints"
+    bar, update = _progress(console, "train", 1)
+    with bar:
+        result = fit(p.model, p.data, max_epochs=settings.max_epochs, batch_size=settings.batch_size,
+                     learning_rate=settings.learning_rate, optimizer=settings.optimizer,
+                     weight_decay=settings.weight_decay, scheduler=settings.scheduler, seed=settings.seed,
+                     device=p.device, max_steps=settings.max_steps, out_dir=out,
+                     meta={**checkpoint_meta(settings, p.data), **_passes_meta(p.meta)},
+                     progress=update, log_every_n_steps=settings.log_every_n_steps)
+    state, _ = load_checkpoint(result.best_path)
+    restore(p.model, state, result.best_path, settings.model)
+    test = evaluate(p.model, p.data.test, p.device)
+    summary = {
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "best_val_loss": min(h["val_loss"] for h in result.history),
+        "epochs": len(result.history), "steps": result.steps,
+        "train_seconds": result.seconds, "total_seconds": time.perf_counter() - t0,
+        "samples_per_second": result.samples / result.seconds if result.seconds else 0.0,
+        "best_checkpoint": str(result.best_path), "last_checkpoint": str(result.last_path),
+    }
+    console.print(
+        f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  "
+        f"({len(p.data.test)} samples, best of {summary['epochs']} epochs)\n"
+        f"time {summary['total_seconds']:.1f} s (training {result.seconds:.1f} s, "
+        f"{summary['samples_per_second']:,.0f} samples/s)\n"
+        f"checkpoints: {result.best_path} (best by validation loss), {result.last_path}", highlight=False)
+    return summary
+
+
+def _passes_meta(meta: dict) -> dict:
+    """A fine-tuned transformed model keeps the passes that shaped it."""
+    return {"passes": meta["passes"]} if meta.get("passes") else {}
+
+
+def test(settings: Settings, console: Console | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on the test split."""
+    from bitsmith.train import evaluate
+
+    console = console or Console(soft_wrap=True)
+    if not settings.load_name:
+        raise BitsmithError("test needs a checkpoint: pass --load CKPT (or set load_name in the config)")
+    p = prepare(settings)
+    console.print(f"model={settings.model} dataset={settings.dataset} checkpoint={settings.load_name}",
+                  highlight=False)
+    t0 = time.perf_counter()
+    result = evaluate(p.model, p.data.test, p.device)
+    seconds = time.perf_counter() - t0
+    console.print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
+                  f"({len(p.data.test)} samples, {seconds:.2f} s)", highlight=False)
+    return {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "seconds": seconds}

@@ -1,0 +1,59 @@
+"""Model registry: name -> factory ``(in_shape, n_classes) -> nn.Module``.
+
+A user's own model is named by import path, ``package.module:factory``, and
+is called the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from torch import nn
+
+from bitsmith.errors import BitsmithError, unknown_name
+
+MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Decorator: make ``factory(in_shape, n_classes)`` known as ``name``."""
+
+    def add(factory):
+        MODELS[name] = factory
+        return factory
+
+    return add
+
+
+def _import_factory(path: str) -> Callable:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BitsmithError(f"cannot import model module {module_name!r} ({e}); "
+                            "is it installed or on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise BitsmithError(f"{module_name!r} has no callable {attr!r}; name a factory as package.module:function")
+    return factory
+
+
+def build_model(name: str, in_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Construct a registered (or imported) model for the data set's sizes."""
+    if ":" in name:
+        factory = _import_factory(name)
+    elif name in MODELS:
+        factory = MODELS[name]
+    else:
+        raise unknown_name("model", name, MODELS, extra="a user's model is named package.module:factory")
+    model = factory(tuple(in_shape), int(n_classes))
+    if not isinstance(model, nn.Module):
+        raise BitsmithError(f"model factory {name!r} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+from bitsmith.models import digits as _digits  # noqa: E402,F401
+from bitsmith.models import jsc as _jsc  # noqa: E402,F401
+
+__all__ = ["MODELS", "build_model", "register_model"]
