@@ -43,6 +43,7 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
     from bitsmith.data import get_dataset
     from bitsmith.device import resolve_device
     from bitsmith.models import build_model
+    from bitsmith.train import seed_everything
 
     state, meta = ({}, {})
     if load and settings.load_name:
@@ -52,6 +53,7 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
                 setattr(settings, key, meta[key])
         check_model_name(meta, settings.model, settings.load_name)
     data = get_dataset(settings.dataset, settings.data_path)
+    seed_everything(settings.seed)  # initial weights depend on the seed alone
     model = build_model(settings.model, data.in_shape, data.n_classes)
     if meta.get("passes"):
         from bitsmith.passes import rebuild_from_meta

@@ -110,3 +110,15 @@ def test_no_traceback_from_a_real_process(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_same_seed_same_checkpoint_across_runs(tmp_path, capsys):
+    paths = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(run) * 1234 + ord(run))  # global RNG state must not matter
+        code, _, _ = cli(capsys, "train", "--max-epochs", "2", "--seed", "7",
+                         "--project-dir", str(tmp_path), "--project", run)
+        assert code == 0
+        paths.append(tmp_path / run / "checkpoints" / "best.ckpt")
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in paths)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
