@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p = sub.add_parser("test", help="evaluate a checkpoint on the test split")
     _add_common(p)
+    p = sub.add_parser("transform", help="apply the [passes.*] tables of a config to a checkpoint")
+    _add_common(p)
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
     return parser

@@ -138,3 +138,64 @@ def test(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     console.print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
                   f"({len(p.data.test)} samples, {seconds:.2f} s)", highlight=False)
     return {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "seconds": seconds}
+
+
+def transform(settings: Settings, console: Console | None = None) -> dict[str, Any]:
+    """Apply the ``[passes.*]`` tables in order; report, evaluate and save the result."""
+    import csv
+    import json
+
+    from bitsmith.checkpoint import save_checkpoint
+    from bitsmith.graph import trace
+    from bitsmith.passes import TRANSFORMS, apply_passes, get_pass, quant_table, render_report, report_pass
+    from bitsmith.train import evaluate
+
+    console = console or Console(soft_wrap=True)
+    if not settings.passes:
+        raise BitsmithError("transform needs at least one [passes.<name>] table in the config, "
+                            "e.g. [passes.quantize] or [passes.channel_multiply]")
+    for name in settings.passes:
+        get_pass(name)  # unknown names fail before any work
+    p = prepare(settings)
+    if not settings.load_name:
+        console.print("note: no checkpoint given (--load); transforming freshly initialised weights", highlight=False)
+    base = trace(p.model.cpu().eval(), p.data.in_shape)
+    before = evaluate(base.gm, p.data.test)
+    passes = list(settings.passes.items())
+    graph, infos = apply_passes(base, passes)
+    _, report = report_pass(graph)
+    render_report(report, console)
+    rows = quant_table(graph)
+    _print_quant_table(rows, console)
+    after = evaluate(graph.gm, p.data.test)
+    out = settings.output_dir / "transform"
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "quantize_summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    applied = [*p.meta.get("passes", []), *([n, c] for n, c in passes if n in TRANSFORMS)]
+    meta = {**checkpoint_meta(settings, p.data), "passes": applied, "test_accuracy": after["accuracy"]}
+    ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
+    summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],
+               "test_loss": after["loss"], "checkpoint": str(ckpt), "passes": applied,
+               "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"}}
+    (out / "transform.json").write_text(json.dumps(summary, indent=2, default=str))
+    console.print(f"test accuracy {before['accuracy']:.4f} before, {after['accuracy']:.4f} after the passes "
+                  f"({len(p.data.test)} samples)\nwritten: {ckpt} (load with `bitsmith test --load`), "
+                  f"{out / 'quantize_summary.csv'}, {out / 'transform.json'}", highlight=False)
+    return summary
+
+
+def _print_quant_table(rows: list[dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="quantization", title_justify="left")
+    for col in ("node", "type", "format", "data_in", "weight", "bias"):
+        table.add_column(col)
+    for r in rows:
+        cells = [f"{r[f'{p}_width']}/{r[f'{p}_frac_width']}" if r[f"{p}_width"] != "" else ""
+                 for p in ("data_in", "weight", "bias")]
+        table.add_row(r["node"], r["type"], r["format"], *cells)
+    console.print(table)
+    console.print("widths as width/fraction bits", style="dim")

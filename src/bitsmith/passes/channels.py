@@ -1,0 +1,244 @@
+"""The channel-width transform: ``[passes.channel_multiply]``.
+
+Each Linear / Conv2d node may multiply its output width, its input width, or
+both. A BatchNorm after a widened layer is widened with it; elementwise layers
+(ReLU, pooling, dropout) carry widths through; a ReLU has no width. After the
+pass every consumer must take what its producer gives: ``mode = "strict"``
+(default) fails naming both nodes, ``mode = "auto"`` sets the consumer's input
+width from its producer.
+
+``init = "preserve"`` (default) widens in the Net2WiderNet manner: new units
+copy existing ones (unit ``j`` copies unit ``j mod n``) and the consumer's
+incoming weights are split among the copies, so the widened network computes
+the same function. ``init = "random"`` gives the resized layers fresh weights.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bitsmith.config import check_keys
+from bitsmith.errors import BitsmithError
+from bitsmith.graph import Graph, ShapeError, numel, with_modules
+from bitsmith.passes._select import select, split_tables
+from bitsmith.quant import float_type, quantized_copy
+
+PASS_KEYS = {"by", "init", "mode", "seed"}
+FACTOR_KEYS = {"name", "channel_multiplier", "channel_multiplier_input", "channel_multiplier_output"}
+NAMES = ("output_only", "input_only", "both", "inplace")
+WIDTHFUL = (nn.Linear, nn.Conv2d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+CARRY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardtanh, nn.Dropout,
+         nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+         nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+CARRY_FUNCTIONS = {F.relu, torch.relu, F.dropout, torch.sigmoid, torch.tanh, F.gelu, operator.getitem}
+FLATTEN_FUNCTIONS = {torch.flatten}
+
+
+def _factor(cfg: dict, key: str, where: str) -> int | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BitsmithError(f"{where}: {key} = {value!r} must be a positive integer (1, 2, 4, ...)")
+    return value
+
+
+def parse_factors(cfg: dict[str, Any], where: str) -> tuple[str | None, int, int]:
+    """A node's table -> (name, input factor, output factor)."""
+    check_keys(cfg, FACTOR_KEYS, where)
+    name = cfg.get("name")
+    if name is None or name == "inplace":
+        return name, 1, 1  # a ReLU entry in existing files; it has no width to change
+    if name not in NAMES:
+        raise BitsmithError(f"{where}: name = {name!r}; use one of {', '.join(NAMES)} or \"NA\"")
+    m = _factor(cfg, "channel_multiplier", where)
+    m_in = _factor(cfg, "channel_multiplier_input", where)
+    m_out = _factor(cfg, "channel_multiplier_output", where)
+    if name == "both":
+        if m is None and m_in is None and m_out is None:
+            raise BitsmithError(f"{where}: name = \"both\" needs channel_multiplier, or "
+                                "channel_multiplier_input and channel_multiplier_output")
+        return name, m_in or m or 1, m_out or m or 1
+    if m is None:
+        raise BitsmithError(f"{where}: name = {name!r} needs channel_multiplier (a positive integer)")
+    return (name, 1, m) if name == "output_only" else (name, m, 1)
+
+
+@dataclass
+class _Width:
+    width: int  # channels (dim 1) after the pass
+    orig: int  # channels before
+    mapping: torch.Tensor | None  # new channel -> original channel; None when unchanged
+    source: str  # the node that decided this width
+
+    @property
+    def changed(self) -> bool:
+        return self.mapping is not None
+
+
+def _dims(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return module.in_channels, module.out_channels
+
+
+def _fresh(module: nn.Module, n_in: int, n_out: int) -> nn.Module:
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        return nn.Linear(n_in, n_out, bias=bias)
+    if module.groups != 1:
+        raise BitsmithError("channel_multiply: grouped convolutions cannot be widened")
+    return nn.Conv2d(n_in, n_out, module.kernel_size, module.stride, module.padding, module.dilation,
+                     bias=bias, padding_mode=module.padding_mode)
+
+
+def _widen(module: nn.Module, in_map: torch.Tensor | None, out_map: torch.Tensor | None,
+           n_in: int, n_out: int, preserve: bool) -> nn.Module:
+    new = _fresh(module, n_in, n_out)
+    if preserve:
+        with torch.no_grad():
+            w = module.weight.detach()
+            b = module.bias.detach() if module.bias is not None else None
+            if in_map is not None:  # split incoming weights among the copies
+                counts = torch.bincount(in_map, minlength=w.shape[1]).to(w.dtype)
+                scale = (1.0 / counts[in_map]).reshape(1, -1, *([1] * (w.dim() - 2)))
+                w = w[:, in_map] * scale
+            if out_map is not None:  # new units copy existing ones
+                w = w[out_map]
+                b = b[out_map] if b is not None else None
+            new.weight.copy_(w)
+            if b is not None:
+                new.bias.copy_(b)
+    q = getattr(module, "qconfig", None)
+    return quantized_copy(new, q) if q is not None else new
+
+
+def _widen_norm(module: nn.Module, mapping: torch.Tensor, preserve: bool) -> nn.Module:
+    new = type(module)(len(mapping), eps=module.eps, momentum=module.momentum, affine=module.affine,
+                       track_running_stats=module.track_running_stats)
+    if preserve:
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                old = getattr(module, name)
+                if old is not None:
+                    getattr(new, name).copy_(old[mapping])
+            if module.num_batches_tracked is not None:
+                new.num_batches_tracked.copy_(module.num_batches_tracked)
+    return new
+
+
+def channel_multiply_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
+    """Multiply layer widths per node; returns the consistent, re-annotated graph."""
+    where = "passes.channel_multiply"
+    tables = split_tables(config, PASS_KEYS, where)
+    init = config.get("init", "preserve")
+    mode = config.get("mode", "strict")
+    if init not in ("preserve", "random"):
+        raise BitsmithError(f"{where}: init = {init!r}; use \"preserve\" or \"random\"")
+    if mode not in ("strict", "auto"):
+        raise BitsmithError(f"{where}: mode = {mode!r}; use \"strict\" or \"auto\"")
+    by = config.get("by", "name")
+    factors: dict[str, tuple[int, int]] = {}
+    for name, (key, cfg) in select(graph, tables, by, where).items():
+        table = f"{where}.{key}.config"
+        label, m_in, m_out = parse_factors(cfg, table)
+        module = graph.module(name)
+        if label in ("output_only", "input_only", "both") and not isinstance(module, WIDTHFUL):
+            if key == "default":
+                continue  # the default only reaches layers that have a width
+            raise BitsmithError(f"{table}: node {name!r} is a {type(module).__name__}, which has no width to "
+                                "multiply; widths belong to Linear and Conv2d nodes (name = \"inplace\" is accepted on a ReLU)")
+        factors[name] = (m_in, m_out)
+
+    preserve = init == "preserve"
+    widths: dict[str, _Width] = {}
+    replacements: dict[str, nn.Module] = {}
+    report: dict[str, dict[str, int]] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.get("seed", 0)))
+        for node in graph.gm.graph.nodes:
+            info = graph.nodes[node.name]
+            inputs = [widths[a.name] for a in node.all_input_nodes if a.name in widths]
+            inp = inputs[0] if inputs else None
+            unchanged = _Width(info.out_shape[0], info.out_shape[0], None, node.name) if info.out_shape else None
+            if node.op == "placeholder":
+                widths[node.name] = unchanged
+            elif node.op == "output":
+                if inp is not None and inp.changed:
+                    raise BitsmithError(
+                        f"{where}: the model's output would have {inp.width} features instead of {inp.orig}; "
+                        f"node {inp.source!r} is the last layer and must keep its output width (output factor 1)")
+            elif node.op == "call_module":
+                module = graph.gm.get_submodule(node.target)
+                base = float_type(module)
+                if issubclass(base, WIDTHFUL):
+                    widths[node.name] = _width_layer(node.name, module, inp, factors.get(node.name, (1, 1)),
+                                                     mode, preserve, replacements, report, node.target, where)
+                elif issubclass(base, NORMS):
+                    if inp.changed:
+                        replacements[node.target] = _widen_norm(module, inp.mapping, preserve)
+                    widths[node.name] = inp
+                elif base is nn.Flatten:
+                    widths[node.name] = _flatten(inp, info, unchanged)
+                elif issubclass(base, CARRY):
+                    widths[node.name] = inp if inp is not None else unchanged
+                else:
+                    widths[node.name] = _opaque(node.name, base.__name__, inputs, unchanged, where)
+            else:  # call_function / call_method / get_attr
+                target = node.target
+                if target in CARRY_FUNCTIONS or target in ("relu", "sigmoid", "tanh"):
+                    widths[node.name] = inp if inp is not None else unchanged
+                elif target in FLATTEN_FUNCTIONS or target == "flatten":
+                    widths[node.name] = _flatten(inp, info, unchanged)
+                else:
+                    widths[node.name] = _opaque(node.name, getattr(target, "__name__", str(target)),
+                                                inputs, unchanged, where)
+    try:
+        new = with_modules(graph, replacements, reshape=True)
+    except ShapeError as e:
+        raise BitsmithError(f"{where}: the widened graph does not run: {e}") from None
+    return new, {"widths": report, "init": init, "mode": mode}
+
+
+def _width_layer(name, module, inp, factor, mode, preserve, replacements, report, target, where) -> _Width:
+    m_in, m_out = factor
+    orig_in, orig_out = _dims(module)
+    want_in = orig_in * m_in
+    if inp.width != want_in:
+        if mode == "auto":
+            want_in = inp.width
+        else:
+            fix = (f"set channel_multiplier_input = {inp.width // orig_in} on {name!r}"
+                   if inp.width % orig_in == 0 else f"change the factors of {inp.source!r}")
+            raise BitsmithError(
+                f"channel_multiply: node {name!r} expects {want_in} input features but its producer "
+                f"{inp.source!r} gives {inp.width}; {fix}, or set mode = \"auto\" in [{where}]")
+    n_out = orig_out * m_out
+    out_map = torch.arange(n_out) % orig_out if m_out > 1 else None
+    if want_in != orig_in or out_map is not None:
+        replacements[target] = _widen(module, inp.mapping, out_map, want_in, n_out, preserve)
+    report[name] = {"in": want_in, "out": n_out, "in_before": orig_in, "out_before": orig_out}
+    return _Width(n_out, orig_out, out_map, name)
+
+
+def _flatten(inp: _Width, info, unchanged: _Width) -> _Width:
+    if inp is None or not inp.changed:
+        return unchanged
+    per_channel = numel(info.in_shapes[0][1:]) if info.in_shapes and len(info.in_shapes[0]) > 1 else 1
+    mapping = (inp.mapping[:, None] * per_channel + torch.arange(per_channel)).reshape(-1)
+    return _Width(inp.width * per_channel, inp.orig * per_channel, mapping, inp.source)
+
+
+def _opaque(name: str, kind: str, inputs: list[_Width], unchanged: _Width, where: str) -> _Width:
+    changed = [w for w in inputs if w.changed]
+    if changed:
+        raise BitsmithError(f"{where}: cannot carry the width change from {changed[0].source!r} through "
+                            f"node {name!r} ({kind}); keep the layers before it at their width")
+    return unchanged
