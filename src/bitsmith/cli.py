@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p = sub.add_parser("transform", help="apply the [passes.*] tables of a config to a checkpoint")
     _add_common(p)
+    p = sub.add_parser("search", help="search a design space of a model with Optuna")
+    _add_common(p)
+    p.add_argument("--storage", help="Optuna storage: a *.journal file (default under the project), "
+                                     "sqlite:///FILE.db or postgresql://...")
+    p.add_argument("--fresh", action="store_true", help="start a new study instead of resuming (keeps the old one)")
+    p.add_argument("--sampler", help="override [search.strategy.setup] sampler")
+    p.add_argument("--n-trials", dest="n_trials", type=int, help="override [search.strategy.setup] n_trials")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
     return parser
@@ -76,9 +83,15 @@ def run(argv: list[str] | None = None) -> int:
 
         print("\n".join(sorted(DATASETS)))
         return 0
+    settings = settings_from_args(args)
+    if args.command == "search":
+        from bitsmith.search import run_search
+
+        result = run_search(settings, storage=args.storage, fresh=args.fresh,
+                            overrides={"sampler": args.sampler, "n_trials": args.n_trials})
+        return 130 if result["interrupted"] else 0
     from bitsmith import jobs
 
-    settings = settings_from_args(args)
     getattr(jobs, args.command)(settings)
     return 0
 

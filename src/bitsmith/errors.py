@@ -12,6 +12,11 @@ class BitsmithError(Exception):
     """A mistake in the user's input: config, flags, files, names."""
 
 
+class CandidateError(BitsmithError):
+    """Settings each valid alone that cannot be combined (inconsistent widths, a
+    fraction wider than its width). A search prunes such a candidate and goes on."""
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice nearest to ``word``, or None when nothing is close."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)

@@ -16,6 +16,13 @@ from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
 
 
+def make_console() -> Console:
+    """Output for people; tables keep their columns when piped to a file (no 80-column wrap)."""
+    import sys
+
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
 @dataclass
 class Prepared:
     settings: Settings
@@ -84,7 +91,7 @@ def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     from bitsmith.checkpoint import load_checkpoint, restore
     from bitsmith.train import evaluate, fit
 
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     t0 = time.perf_counter()
     p = prepare(settings)
     console.print(settings.summary(), highlight=False)
@@ -126,7 +133,7 @@ def test(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the test split."""
     from bitsmith.train import evaluate
 
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     if not settings.load_name:
         raise BitsmithError("test needs a checkpoint: pass --load CKPT (or set load_name in the config)")
     p = prepare(settings)
@@ -150,7 +157,7 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
     from bitsmith.passes import TRANSFORMS, apply_passes, get_pass, quant_table, render_report, report_pass
     from bitsmith.train import evaluate
 
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     if not settings.passes:
         raise BitsmithError("transform needs at least one [passes.<name>] table in the config, "
                             "e.g. [passes.quantize] or [passes.channel_multiply]")

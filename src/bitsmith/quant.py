@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.errors import BitsmithError
+from bitsmith.errors import BitsmithError, CandidateError
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,11 @@ def parse_fixed(cfg: dict[str, Any], part: str, where: str) -> Fixed:
         raise BitsmithError(f"{where}: {part}_width = {width} must be between 1 and 32")
     if frac is None:
         frac = width // 2
-    if not 0 <= frac <= width:
-        raise BitsmithError(f"{where}: {part}_frac_width = {frac} must be between 0 and "
-                            f"{part}_width ({width}); the fraction cannot be wider than the width")
+    if frac < 0:
+        raise BitsmithError(f"{where}: {part}_frac_width = {frac} must be >= 0")
+    if frac > width:
+        raise CandidateError(f"{where}: {part}_frac_width = {frac} is wider than {part}_width = {width}; "
+                             "the fraction cannot be wider than the width")
     return Fixed(width, frac)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bitsmith.config import check_keys
-from bitsmith.errors import BitsmithError
+from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.graph import Graph, ShapeError, numel, with_modules
 from bitsmith.passes._select import select, split_tables
 from bitsmith.quant import float_type, quantized_copy
@@ -172,7 +172,7 @@ def channel_multiply_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, 
                 widths[node.name] = unchanged
             elif node.op == "output":
                 if inp is not None and inp.changed:
-                    raise BitsmithError(
+                    raise CandidateError(
                         f"{where}: the model's output would have {inp.width} features instead of {inp.orig}; "
                         f"node {inp.source!r} is the last layer and must keep its output width (output factor 1)")
             elif node.op == "call_module":
@@ -203,7 +203,7 @@ def channel_multiply_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, 
     try:
         new = with_modules(graph, replacements, reshape=True)
     except ShapeError as e:
-        raise BitsmithError(f"{where}: the widened graph does not run: {e}") from None
+        raise CandidateError(f"{where}: the widened graph does not run: {e}") from None
     return new, {"widths": report, "init": init, "mode": mode}
 
 
@@ -217,7 +217,7 @@ def _width_layer(name, module, inp, factor, mode, preserve, replacements, report
         else:
             fix = (f"set channel_multiplier_input = {inp.width // orig_in} on {name!r}"
                    if inp.width % orig_in == 0 else f"change the factors of {inp.source!r}")
-            raise BitsmithError(
+            raise CandidateError(
                 f"channel_multiply: node {name!r} expects {want_in} input features but its producer "
                 f"{inp.source!r} gives {inp.width}; {fix}, or set mode = \"auto\" in [{where}]")
     n_out = orig_out * m_out
@@ -239,6 +239,6 @@ def _flatten(inp: _Width, info, unchanged: _Width) -> _Width:
 def _opaque(name: str, kind: str, inputs: list[_Width], unchanged: _Width, where: str) -> _Width:
     changed = [w for w in inputs if w.changed]
     if changed:
-        raise BitsmithError(f"{where}: cannot carry the width change from {changed[0].source!r} through "
+        raise CandidateError(f"{where}: cannot carry the width change from {changed[0].source!r} through "
                             f"node {name!r} ({kind}); keep the layers before it at their width")
     return unchanged

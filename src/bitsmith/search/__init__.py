@@ -1,0 +1,145 @@
+"""Search a design space of a trained model with Optuna: ``bitsmith search``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from bitsmith.config import Settings
+from bitsmith.errors import BitsmithError
+
+
+def run_search(settings: Settings, storage: str | None = None, fresh: bool = False,
+               overrides: dict[str, Any] | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Run (or resume) the search ``settings.search`` describes; write and print its results."""
+    import optuna
+
+    from bitsmith.graph import trace
+    from bitsmith.jobs import make_console, prepare
+    from bitsmith.search.config import parse_search
+    from bitsmith.search.samplers import make_sampler
+    from bitsmith.search.spaces import build_space, check_space
+    from bitsmith.search.storage import open_storage, resolve_study_name
+    from bitsmith.search.study import Objective, Progress, config_hash
+
+    console = console or make_console()
+    cfg = parse_search(settings.search, settings.seed, overrides)
+    p = prepare(settings)
+    console.print(f"search: model={settings.model} dataset={settings.dataset} sampler={cfg.sampler} "
+                  f"n_trials={cfg.n_trials} seed={cfg.seed}"
+                  + ("" if settings.load_name else " (no checkpoint: freshly initialised weights)"), highlight=False)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    from bitsmith.search.runners import Context
+
+    base = trace(p.model.eval(), p.data.in_shape)
+    space = build_space(base, cfg.space)
+    check_space(base, space)
+    objective = Objective(cfg, base, space, Context(p.data, p.device, cfg.seed))
+    sampler = make_sampler(cfg.sampler, cfg.seed, objective.params, objective.constraints_func())
+
+    out = settings.output_dir / "search"
+    store, backend = open_storage(storage, out / "study.journal")
+    name, exists = resolve_study_name(store, cfg.study_name or settings.project_name, fresh)
+    digest = config_hash(settings, cfg)
+    if exists:
+        old = optuna.load_study(study_name=name, storage=store, sampler=sampler)
+        if old.user_attrs.get("bitsmith_config") != digest:
+            raise BitsmithError(f"study {name!r} in {storage or out / 'study.journal'} was made with another config "
+                                "(model, space, metrics, sampler or seed); pass --fresh to start a new study "
+                                "beside it (nothing is deleted)")
+        study = old
+    else:
+        study = optuna.create_study(study_name=name, storage=store, sampler=sampler, directions=cfg.directions)
+        study.set_user_attr("bitsmith_config", digest)
+        study.set_user_attr("bitsmith", {"model": settings.model, "dataset": settings.dataset,
+                                         "metrics": [m.name for m in cfg.metrics]})
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done_before = len(study.get_trials(deepcopy=False, states=finished))
+    remaining = max(cfg.n_trials - done_before, 0)
+    if done_before:
+        console.print(f"resuming study {name!r}: {done_before} trials done, {remaining} to go", highlight=False)
+
+    progress = Progress(console, remaining, cfg.directions, backend)
+    interrupted = False
+    with progress.bar:
+        try:
+            if remaining:
+                study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, n_jobs=cfg.n_jobs,
+                               callbacks=[progress], gc_after_trial=False)
+        except KeyboardInterrupt:
+            interrupted = True
+    if backend is not None:
+        backend.sync()
+    summary = write_outputs(settings, cfg, study, objective, base, out, console, storage)
+    summary["interrupted"] = interrupted
+    if interrupted:
+        console.print(f"interrupted: {summary['n_trials']} trials in the study; outputs written to {out}",
+                      highlight=False)
+    return summary
+
+
+def write_outputs(settings, cfg, study, objective, base, out, console, storage) -> dict[str, Any]:
+    """Every file a search leaves, from what the study holds (so a resumed or interrupted run is complete)."""
+    import tomli_w
+
+    from bitsmith.checkpoint import save_checkpoint
+    from bitsmith.jobs import checkpoint_meta
+    from bitsmith.search import report
+    from bitsmith.search.study import best_trials, build_candidate
+    from bitsmith.train import evaluate
+
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    report.write_trials(trials, out)
+    best = best_trials(study, cfg.directions)
+    tests, entries = {}, []
+    for t in best:
+        graph, passes = build_candidate(base, objective.space, t.params)
+        graph, _, _ = objective.measure(graph)  # re-runs basic_train when configured (seeded: same weights)
+        test = evaluate(graph.gm, objective.ctx.data.test, objective.ctx.device)
+        tests[t.number] = test
+        d = out / "best" / f"trial_{t.number}"
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {**checkpoint_meta(settings, objective.ctx.data), "passes": [list(p) for p in passes],
+                "search_trial": t.number}
+        ckpt = save_checkpoint(d / "model.ckpt", graph.gm, meta)
+        toml = {"model": settings.model, "dataset": settings.dataset, "passes": dict(passes)}
+        (d / "config.toml").write_text(tomli_w.dumps(_none_to_na(toml)))
+        entries.append({**report.trial_row(t), "test_metrics": test, "checkpoint": str(ckpt),
+                        "config_file": str(d / "config.toml")})
+    names = [m.name for m in cfg.metrics] if not cfg.sum_scaled_metrics else ["weighted sum"]
+    (out / "best.json").write_text(json.dumps(
+        {"study": study.study_name, "storage": storage or str(out / "study.journal"), "directions": cfg.directions,
+         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str))
+    plots = []
+    if any(t.state.name == "COMPLETE" for t in trials):
+        report.plot_history(trials, cfg.directions, names, out / "history.png")
+        plots.append(out / "history.png")
+        if len(cfg.metrics) >= 2:
+            report.plot_pareto(trials, best, cfg.metrics[1].name, cfg.metrics[0].name, out / "pareto.png")
+            plots.append(out / "pareto.png")
+    report.print_best(best, tests, console)
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
+                  f"{states['FAIL']} failed) in study {study.study_name!r}\nwritten to {out}: best.json, trials.csv, "
+                  f"trials.json, best/trial_N/{{model.ckpt,config.toml}}"
+                  + "".join(f", {p.name}" for p in plots), highlight=False)
+    return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
+            "states": states}
+
+
+def _none_to_na(value: Any) -> Any:
+    if value is None:
+        return "NA"
+    if isinstance(value, dict):
+        return {k: _none_to_na(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_none_to_na(v) for v in value]
+    return value
+
+
+__all__ = ["run_search"]

@@ -1,0 +1,124 @@
+"""What a search prints and writes: the best-trials table, JSON/CSV, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bitsmith.search.study import is_feasible
+
+
+def _round(d: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in (d or {}).items()}
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
+        "duration_s": t.duration.total_seconds() if t.duration else None,
+        "feasible": is_feasible(t) if t.state == optuna.trial.TrialState.COMPLETE else None,
+        "pruned_reason": t.user_attrs.get("pruned_reason"),
+        "software_metrics": t.user_attrs.get("software_metrics"),
+        "hardware_metrics": t.user_attrs.get("hardware_metrics"),
+        "scaled_metrics": t.user_attrs.get("scaled_metrics"),
+        "config": t.user_attrs.get("config"),
+    }
+
+
+def write_trials(trials: list[optuna.trial.FrozenTrial], out: Path) -> None:
+    rows = [trial_row(t) for t in trials]
+    (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
+    flat = []
+    for r in rows:
+        row = {k: r[k] for k in ("number", "state", "duration_s", "feasible", "pruned_reason")}
+        for i, v in enumerate(r["values"] or []):
+            row[f"value_{i}"] = v
+        for group in ("params", "software_metrics", "hardware_metrics", "scaled_metrics"):
+            prefix = {"params": "param", "software_metrics": "sw", "hardware_metrics": "hw",
+                      "scaled_metrics": "scaled"}[group]
+            row |= {f"{prefix}.{k}": v for k, v in (r[group] or {}).items()}
+        flat.append(row)
+    fields = list(dict.fromkeys(k for row in flat for k in row))
+    with (out / "trials.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(flat)
+
+
+def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, float]], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Best trial(s):", title_justify="left", show_lines=True)
+    for col in ("number", "software_metrics", "hardware_metrics", "scaled_metrics"):
+        table.add_column(col, overflow="fold")
+    for t in best:
+        table.add_row(str(t.number), *(str(_round(t.user_attrs.get(k)))
+                                       for k in ("software_metrics", "hardware_metrics", "scaled_metrics")))
+    console.print(table)
+    if tests:
+        tt = Table(title="Test split (re-evaluated; validation figures above chose the designs):",
+                   title_justify="left")
+        for col in ("number", "test_accuracy", "test_loss"):
+            tt.add_column(col)
+        for n, m in tests.items():
+            tt.add_row(str(n), f"{m['accuracy']:.4f}", f"{m['loss']:.4f}")
+        console.print(tt)
+
+
+def plot_history(trials, directions: list[str], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    fig, axes = plt.subplots(len(directions), 1, figsize=(7, 2.6 * len(directions)), squeeze=False)
+    for i, (ax, direction) in enumerate(zip(axes[:, 0], directions)):
+        xs = [t.number for t in done]
+        ys = [t.values[i] for t in done]
+        ax.scatter(xs, ys, s=12, alpha=0.6, label="trial")
+        best, line = None, []
+        for y in ys:
+            best = y if best is None else (max(best, y) if direction == "maximize" else min(best, y))
+            line.append(best)
+        ax.step(xs, line, where="post", color="C3", label=f"best so far ({direction})")
+        ax.set_ylabel(names[i])
+        ax.legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("trial")
+    fig.suptitle("optimisation history")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pareto(trials, best, x: str, y: str, path: Path) -> None:
+    """The first two metrics of every complete trial, the chosen designs highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def value(t, name):
+        m = {**(t.user_attrs.get("software_metrics") or {}), **(t.user_attrs.get("hardware_metrics") or {})}
+        return m.get(name)
+
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for feasible, style in ((True, dict(c="C0", label="trial")), (False, dict(c="C7", marker="x", label="infeasible"))):
+        pts = [(value(t, x), value(t, y)) for t in done if is_feasible(t) == feasible]
+        if pts:
+            ax.scatter(*zip(*pts), s=14, alpha=0.6, **style)
+    front = sorted((value(t, x), value(t, y)) for t in best)
+    if front:
+        ax.plot(*zip(*front), "o-", color="C3", label="best / Pareto front")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("designs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
