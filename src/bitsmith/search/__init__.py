@@ -39,7 +39,7 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     space = build_space(base, cfg.space)
     check_space(base, space)
     objective = Objective(cfg, base, space, Context(p.data, p.device, cfg.seed))
-    sampler = make_sampler(cfg.sampler, cfg.seed, objective.params, objective.constraints_func())
+    sampler = make_sampler(cfg.sampler, cfg.seed, objective.params)
 
     out = settings.output_dir / "search"
     store, backend = open_storage(storage, out / "study.journal")
@@ -72,6 +72,7 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
                                callbacks=[progress], gc_after_trial=False)
         except KeyboardInterrupt:
             interrupted = True
+            _fail_unfinished(study, objective.started)
     if backend is not None:
         backend.sync()
     summary = write_outputs(settings, cfg, study, objective, base, out, console, storage)
@@ -130,6 +131,15 @@ def write_outputs(settings, cfg, study, objective, base, out, console, storage) 
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
             "states": states}
+
+
+def _fail_unfinished(study, trial_ids: list[int]) -> None:
+    """A Ctrl-C between Optuna's own steps can leave our last trial RUNNING: mark it failed."""
+    import optuna
+
+    for trial_id in trial_ids[-2:]:
+        if study._storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _none_to_na(value: Any) -> Any:

@@ -60,8 +60,8 @@ def open_storage(url: str | None, default_path: Path):
                             "(*.journal), sqlite:///FILE.db or postgresql://USER@HOST/DB")
     try:
         return optuna.storages.RDBStorage(url), None
-    except ImportError as e:
-        raise BitsmithError(f"storage {url!r} needs the Python package {e.name}; for PostgreSQL: "
+    except ImportError:
+        raise BitsmithError(f"storage {url!r} needs a database driver that is not installed; for PostgreSQL: "
                             "pip install 'bitsmith[postgres]'") from None
     except Exception as e:  # sqlalchemy raises many types for unreachable or foreign databases
         first = str(e).strip().splitlines()[0][:200]

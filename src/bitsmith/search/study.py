@@ -17,7 +17,8 @@ from bitsmith.search.config import SearchConfig
 from bitsmith.search.runners import Context, make_runners, produced
 from bitsmith.search.spaces import JointSpace, SeedSpace
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Trial failures (a Ctrl-C included) are counted and reported by bitsmith itself.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def build_candidate(base: Graph, space: SeedSpace | JointSpace, chosen: dict[str, Any]) -> tuple[Graph, list]:
@@ -41,6 +42,7 @@ class Objective:
     hardware: list = field(default_factory=list)
 
     def __post_init__(self):
+        self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
         self.software, self.hardware = make_runners(self.cfg.sw_runners, self.cfg.hw_runners)
         self.params = self.space.params
         available = produced(self.cfg.sw_runners, self.cfg.hw_runners)
@@ -71,6 +73,7 @@ class Objective:
                     for m, v in zip(self.cfg.metrics, scaled.values()))]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        self.started.append(trial._trial_id)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
         try:
             graph, passes = build_candidate(self.base, self.space, chosen)
@@ -87,13 +90,9 @@ class Objective:
         trial.set_user_attr("scaled_metrics", scaled)
         if violations:
             trial.set_user_attr("constraints", violations)
+            for c, v in zip(self.cfg.constraints, violations):
+                trial.set_constraint(c.metric, v)  # what constraint-aware samplers read
         return self.objective_values(scaled)
-
-    def constraints_func(self):
-        if not self.cfg.constraints:
-            return None
-        n = len(self.cfg.constraints)
-        return lambda t: t.user_attrs.get("constraints", [1.0] * n)
 
 
 def _runner_for(metric: str) -> str:

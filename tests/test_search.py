@@ -1,0 +1,146 @@
+"""Search pieces in Python: config checks, spaces, objectives, Pareto fronts."""
+
+import pytest
+
+from bitsmith.errors import BitsmithError
+from bitsmith.search.config import parse_search
+from bitsmith.search.runners import Context
+from bitsmith.search.spaces import build_space, check_space
+from bitsmith.search.study import Objective
+from tests.helpers import assert_unchanged, graph_of, snapshot
+
+
+def quant_space(by="type", **seed):
+    return {"name": "graph/quantize/mixed_precision_ptq", "setup": {"by": by},
+            "seed": {"default": {"config": {"name": [None]}}, **seed}}
+
+
+LINEAR = {"config": {"name": ["integer"], "data_in_width": [4, 8], "weight_width": [2, 4, 8], "bias_width": [8]}}
+
+
+def search_cfg(space=None, metrics=None, **setup):
+    return {"search_space": space or quant_space(linear=LINEAR),
+            "strategy": {"sw_runner": {"basic_evaluation": {"num_samples": 64}},
+                         "hw_runner": {"average_bitwidth": {"compare_to": 32}},
+                         "setup": {"n_trials": 5, "sampler": "random", **setup},
+                         "metrics": metrics or {"accuracy": {"scale": 1.0, "direction": "maximize"},
+                                                "average_bitwidth": {"scale": 0.2, "direction": "minimize"}}}}
+
+
+def test_space_by_type_exposes_only_lists_of_several():
+    g = graph_of("jsc-toy")
+    space = build_space(g, quant_space(linear=LINEAR))
+    assert space.params == {"linear/data_in_width": [4, 8], "linear/weight_width": [2, 4, 8]}
+    cfg = space.passes({"linear/weight_width": 4})[0][1]
+    assert cfg["by"] == "type" and cfg["linear"]["config"]["weight_width"] == 4
+    assert cfg["linear"]["config"]["data_in_width"] == 4  # unsampled: first choice
+
+
+def test_space_by_name_applies_default_per_node_and_skips_inert_fields():
+    g = graph_of("jsc-three-linear-layers")
+    space = build_space(g, {"name": "graph/channel_multiply/channel_multiplier", "setup": {"by": "name"},
+                            "seed": {"default": {"config": {"name": ["output_only"], "channel_multiplier": [1, 2]}},
+                                     "seq_blocks_3": {"config": {"name": ["inplace"], "channel_multiplier": [1, 2]}},
+                                     "seq_blocks_6": {"config": {"name": [None]}}}})
+    # The default reaches the Linear nodes only; the ReLU's "inplace" factor is no parameter.
+    assert set(space.params) == {"seq_blocks_2/channel_multiplier", "seq_blocks_4/channel_multiplier"}
+
+
+def test_joint_space_prefixes_and_orders_passes():
+    g = graph_of("jsc-three-linear-layers")
+    space = build_space(g, {"name": "graph/joint",
+                            "channel_multiply": {"setup": {"by": "name", "mode": "auto"}, "seed": {
+                                "seq_blocks_2": {"config": {"name": ["output_only"], "channel_multiplier": [1, 2]}}}},
+                            "quantize": {"setup": {"by": "type"}, "seed": {"linear": LINEAR}}})
+    assert "channel_multiply:seq_blocks_2/channel_multiplier" in space.params
+    assert "quantize:linear/weight_width" in space.params
+    assert [name for name, _ in space.passes({})] == ["channel_multiply", "quantize"]
+
+
+@pytest.mark.parametrize("space,message", [
+    (quant_space(linear={"config": {"name": ["integer"], "weight_width": []}}), "empty choice list"),
+    (quant_space("name", seq_blocks_12={"config": {"name": [None]}}), "no node named 'seq_blocks_12'"),
+    (quant_space(lineer=LINEAR), "did you mean 'linear'"),
+    (quant_space(linear={"config": {"name": ["integer"], "wieght_width": [2]}}), "did you mean 'weight_width'"),
+    (quant_space(linear={"config": {"name": ["integer"], "data_in_width": [0, 8], "weight_width": [4],
+                                    "bias_width": [4]}}), "between 1 and 32"),
+    ({"name": "graph/quantize/mixed_precision"}, "did you mean 'graph/quantize/mixed_precision_ptq'"),
+])
+def test_space_mistakes_fail_before_any_trial(space, message):
+    g = graph_of("jsc-toy")
+    with pytest.raises(BitsmithError, match=message):
+        check_space(g, build_space(g, space))
+
+
+def test_fraction_wider_than_some_widths_is_not_a_config_error():
+    g = graph_of("jsc-toy")
+    # frac 3 is fine with widths 4 and 8; with width 2 the candidate is pruned at trial time.
+    check_space(g, build_space(g, quant_space(linear={"config": {
+        "name": ["integer"], "data_in_width": [8], "weight_width": [2, 4, 8], "weight_frac_width": [3],
+        "bias_width": [8]}})))
+
+
+@pytest.mark.parametrize("setup,message", [
+    ({"n_trials": 0}, "n_trials = 0 must be an integer >= 1"),
+    ({"sampler": "tpee"}, "unknown sampler 'tpee'.*did you mean 'tpe'"),
+    ({"direction": "up"}, "direction = 'up'"),
+    ({"n_trails": 3}, "did you mean 'n_trials'"),
+])
+def test_setup_mistakes(setup, message):
+    from bitsmith.search.samplers import make_sampler
+
+    with pytest.raises(BitsmithError, match=message):
+        cfg = parse_search(search_cfg(**setup))
+        make_sampler(cfg.sampler, 0, {})
+
+
+def test_metric_no_runner_produces():
+    cfg = parse_search(search_cfg(metrics={"latency": {"scale": 1.0, "direction": "minimize"}}))
+    g = graph_of("jsc-tiny")
+    with pytest.raises(BitsmithError, match="metric 'latency' is produced by no runner.*sw_runner|hw_runner.latency"):
+        Objective(cfg, g, build_space(g, cfg.space), None)
+
+
+def test_unknown_runner():
+    raw = search_cfg()
+    raw["strategy"]["hw_runner"]["avg_bitwidth"] = {}
+    cfg = parse_search(raw)
+    g = graph_of("jsc-tiny")
+    with pytest.raises(BitsmithError, match="did you mean 'average_bitwidth'"):
+        Objective(cfg, g, build_space(g, cfg.space), None)
+
+
+def test_weighted_sum_flips_opposite_directions_and_reads_negative_scales():
+    cfg = parse_search(search_cfg(sum_scaled_metrics=True, direction="maximize"))
+    g = graph_of("jsc-tiny")
+    obj = Objective(cfg, g, build_space(g, cfg.space), None)
+    scaled = obj.scale({"accuracy": 0.9, "average_bitwidth": 5.0})
+    assert scaled == {"accuracy": 0.9, "average_bitwidth": 1.0}
+    assert obj.objective_values(scaled) == [pytest.approx(0.9 - 1.0)]
+    # An older file: negative scale, same direction as the study -> minimized, no warning.
+    old = parse_search(search_cfg(sum_scaled_metrics=True, metrics={
+        "accuracy": {"scale": 1.0}, "average_bitwidth": {"scale": -0.2, "direction": "maximize"}}))
+    assert old.metrics[1].direction == "minimize" and old.metrics[1].scale == 0.2 and not old.warnings
+    # Both a negative scale and an opposite direction: ambiguous, read once, with a warning.
+    amb = parse_search(search_cfg(sum_scaled_metrics=True, metrics={
+        "accuracy": {"scale": 1.0}, "average_bitwidth": {"scale": -0.2, "direction": "minimize"}}))
+    assert amb.metrics[1].direction == "minimize" and amb.metrics[1].scale == 0.2
+    assert len(amb.warnings) == 1 and "read as minimize once" in amb.warnings[0]
+
+
+def test_trials_never_touch_the_base_graph():
+    from bitsmith.data import get_dataset
+
+    data = get_dataset("digits")
+    g = graph_of("digits-mlp", (64,), 10)
+    raw = search_cfg()
+    raw["strategy"]["sw_runner"]["basic_train"] = {"max_steps": 3}
+    cfg = parse_search(raw)
+    snap = snapshot(g)
+    obj = Objective(cfg, g, build_space(g, cfg.space), Context(data, __import__("torch").device("cpu"), 0))
+    import optuna
+
+    study = optuna.create_study(directions=cfg.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(obj, n_trials=4)
+    assert_unchanged(g, snap)
+    assert all(t.user_attrs["software_metrics"]["train_loss"] > 0 for t in study.trials)
