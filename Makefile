@@ -14,14 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
 	touch $(STAMP)
 
+# The main job: train the digits MLP, then search its per-layer fixed-point
+# widths (accuracy vs average bit width) on the bundled digits data.
 demo: $(STAMP)
 	$(BIN)/bitsmith train digits-mlp digits
+	$(BIN)/bitsmith search --config configs/search_digits_quantize.toml \
+		--load bitsmith_output/digits-mlp_digits/checkpoints/best.ckpt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/quantized_forward.py
+	$(BIN)/python benchmarks/search_overhead.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) bitsmith_output

@@ -44,12 +44,12 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     out = settings.output_dir / "search"
     store, backend = open_storage(storage, out / "study.journal")
     name, exists = resolve_study_name(store, cfg.study_name or settings.project_name, fresh)
-    digest = config_hash(settings, cfg)
+    digest = config_hash(settings, cfg, base)
     if exists:
         old = optuna.load_study(study_name=name, storage=store, sampler=sampler)
         if old.user_attrs.get("bitsmith_config") != digest:
             raise BitsmithError(f"study {name!r} in {storage or out / 'study.journal'} was made with another config "
-                                "(model, space, metrics, sampler or seed); pass --fresh to start a new study "
+                                "(model, weights, data, space, metrics, sampler or seed); pass --fresh to start a new study "
                                 "beside it (nothing is deleted)")
         study = old
     else:
@@ -72,7 +72,7 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
                                callbacks=[progress], gc_after_trial=False)
         except KeyboardInterrupt:
             interrupted = True
-            _fail_unfinished(study, objective.started)
+            _fail_unfinished(store, objective.started)
     if backend is not None:
         backend.sync()
     summary = write_outputs(settings, cfg, study, objective, base, out, console, storage)
@@ -133,13 +133,13 @@ def write_outputs(settings, cfg, study, objective, base, out, console, storage) 
             "states": states}
 
 
-def _fail_unfinished(study, trial_ids: list[int]) -> None:
+def _fail_unfinished(storage, trial_ids: list[int]) -> None:
     """A Ctrl-C between Optuna's own steps can leave our last trial RUNNING: mark it failed."""
     import optuna
 
     for trial_id in trial_ids[-2:]:
-        if study._storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _none_to_na(value: Any) -> Any:

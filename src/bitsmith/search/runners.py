@@ -19,6 +19,7 @@ from bitsmith.config import check_keys
 from bitsmith.errors import BitsmithError, unknown_name
 from bitsmith.graph import Graph
 from bitsmith.passes.analysis import FLOAT_BITS, analyze, memory_density
+from bitsmith.train import EVAL_BATCH
 
 
 @dataclass
@@ -50,7 +51,7 @@ def basic_evaluation(cfg: dict[str, Any], where: str) -> Runner:
     if split == "train_dataloader":
         raise BitsmithError(f"{where} data_loader = \"train_dataloader\": candidates are scored on data they "
                             "were not trained on; use \"val_dataloader\"")
-    batch = cfg.get("batch_size", 4096)
+    batch = cfg.get("batch_size", EVAL_BATCH)
 
     def run(graph: Graph, ctx: Context):
         from bitsmith.train import evaluate

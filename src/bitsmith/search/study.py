@@ -101,9 +101,14 @@ def _runner_for(metric: str) -> str:
     return next((r for r, ms in PRODUCES.items() if metric in ms), "average_bitwidth")
 
 
-def config_hash(settings, cfg: SearchConfig) -> str:
-    """What must match for a stored study to be resumed with this config."""
-    blob = {"model": settings.model, "dataset": settings.dataset, "space": cfg.space,
+def config_hash(settings, cfg: SearchConfig, base: Graph) -> str:
+    """What must match for a stored study to be resumed: config, data set and the model's weights."""
+    weights = hashlib.sha256()
+    for name, tensor in base.gm.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    blob = {"model": settings.model, "dataset": settings.dataset, "data_path": settings.data_path,
+            "weights": weights.hexdigest(), "space": cfg.space,
             "metrics": [(m.name, m.scale, m.direction) for m in cfg.metrics], "directions": cfg.directions,
             "sampler": cfg.sampler, "seed": cfg.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
