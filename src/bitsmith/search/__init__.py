@@ -45,18 +45,20 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     store, backend = open_storage(storage, out / "study.journal")
     name, exists = resolve_study_name(store, cfg.study_name or settings.project_name, fresh)
     digest = config_hash(settings, cfg, base)
-    if exists:
-        old = optuna.load_study(study_name=name, storage=store, sampler=sampler)
-        if old.user_attrs.get("bitsmith_config") != digest:
-            raise BitsmithError(f"study {name!r} in {storage or out / 'study.journal'} was made with another config "
-                                "(model, weights, data, space, metrics, sampler or seed); pass --fresh to start a new study "
-                                "beside it (nothing is deleted)")
-        study = old
-    else:
-        study = optuna.create_study(study_name=name, storage=store, sampler=sampler, directions=cfg.directions)
+    if exists:  # loading writes nothing, so a refused resume leaves the storage as it was
+        study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
+    else:  # load_if_exists: workers on other machines may create the same study at the same moment
+        study = optuna.create_study(study_name=name, storage=store, sampler=sampler, directions=cfg.directions,
+                                    load_if_exists=True)
+    stored = study.user_attrs.get("bitsmith_config")
+    if stored is None:
         study.set_user_attr("bitsmith_config", digest)
         study.set_user_attr("bitsmith", {"model": settings.model, "dataset": settings.dataset,
                                          "metrics": [m.name for m in cfg.metrics]})
+    elif stored != digest:
+        raise BitsmithError(f"study {name!r} in {storage or out / 'study.journal'} was made with another config "
+                            "(model, weights, data, space, metrics, sampler or seed); pass --fresh to start a new "
+                            "study beside it (nothing is deleted)")
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done_before = len(study.get_trials(deepcopy=False, states=finished))
     remaining = max(cfg.n_trials - done_before, 0)
@@ -68,8 +70,10 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     with progress.bar:
         try:
             if remaining:
+                # n_trials is the study's total, also when several workers share it.
+                total = optuna.study.MaxTrialsCallback(cfg.n_trials, states=finished)
                 study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, n_jobs=cfg.n_jobs,
-                               callbacks=[progress], gc_after_trial=False)
+                               callbacks=[progress, total], gc_after_trial=False)
         except KeyboardInterrupt:
             interrupted = True
             _fail_unfinished(store, objective.started)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +59,18 @@ def open_storage(url: str | None, default_path: Path):
     if "://" not in url or scheme not in RDB_SCHEMES:
         raise BitsmithError(f"storage {url!r} is not a storage bitsmith can open; use a journal file path "
                             "(*.journal), sqlite:///FILE.db or postgresql://USER@HOST/DB")
-    try:
-        return optuna.storages.RDBStorage(url), None
-    except ImportError:
-        raise BitsmithError(f"storage {url!r} needs a database driver that is not installed; for PostgreSQL: "
-                            "pip install 'bitsmith[postgres]'") from None
-    except Exception as e:  # sqlalchemy raises many types for unreachable or foreign databases
-        first = str(e).strip().splitlines()[0][:200]
-        raise BitsmithError(f"cannot open storage {url!r}: {first}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url), None
+        except ImportError:
+            raise BitsmithError(f"storage {url!r} needs a database driver that is not installed; for PostgreSQL: "
+                                "pip install 'bitsmith[postgres]'") from None
+        except Exception as e:  # sqlalchemy raises many types for unreachable or foreign databases
+            # Workers starting together on an empty database race to create Optuna's tables; the loser retries.
+            error = e
+            time.sleep(0.3 * (attempt + 1))
+    first = str(error).strip().splitlines()[0][:200]
+    raise BitsmithError(f"cannot open storage {url!r}: {first}")
 
 
 def study_names(storage) -> list[str]:
