@@ -158,6 +158,24 @@ def test_sqlite_storage_url(tmp_path, capsys, ckpts):
     assert len(optuna.load_study(study_name="digits-mlp_digits", storage=url).trials) == 3
 
 
+def test_damaged_journal_is_a_clear_error_and_kept(tmp_path, capsys, ckpts):
+    journal = tmp_path / "damaged.journal"
+    journal.write_text("this is not a journal\n")
+    code, _, err = search(capsys, tmp_path, CONFIGS / "search_digits_quantize.toml", ckpts["digits-mlp"],
+                          "--storage", str(journal))
+    assert code == 2 and "not an Optuna journal file" in err and "Traceback" not in err
+    assert journal.read_text() == "this is not a journal\n"
+
+
+def test_parallel_jobs_fill_the_study(tmp_path, capsys, ckpts):
+    cfg = tmp_path / "jobs.toml"
+    cfg.write_text((CONFIGS / "search_digits_quantize.toml").read_text().replace("n_jobs = 1", "n_jobs = 2"))
+    code, out, err = search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "10", "--sampler", "random")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "digits-mlp_digits" / "search" / "trials.json").read_text())
+    assert len(rows) >= 10 and all(r["state"] == "COMPLETE" for r in rows)
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--storage", "redis://localhost/0"], "not a storage bitsmith can open"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),

@@ -65,7 +65,8 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     if done_before:
         console.print(f"resuming study {name!r}: {done_before} trials done, {remaining} to go", highlight=False)
 
-    progress = Progress(console, remaining, cfg.directions, backend)
+    label = "weighted sum" if cfg.sum_scaled_metrics else cfg.metrics[0].name
+    progress = Progress(console, remaining, cfg.directions, backend, label)
     interrupted = False
     with progress.bar:
         try:

@@ -49,6 +49,7 @@ def open_storage(url: str | None, default_path: Path):
     """An Optuna storage for ``url`` (None: the journal file at ``default_path``)."""
     if url is None or url.endswith((".journal", ".log")) or url.startswith("journal:"):
         path = Path(url.removeprefix("journal:").removeprefix("//") if url else default_path)
+        _check_journal(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = _TrialSyncedJournal(str(path))
@@ -71,6 +72,21 @@ def open_storage(url: str | None, default_path: Path):
             time.sleep(0.3 * (attempt + 1))
     first = str(error).strip().splitlines()[0][:200]
     raise BitsmithError(f"cannot open storage {url!r}: {first}")
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal before anything is appended to it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        first = f.readline()
+    try:
+        ok = "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise BitsmithError(f"{path} is not an Optuna journal file; give another --storage path "
+                            "(the file is left as it is)")
 
 
 def study_names(storage) -> list[str]:

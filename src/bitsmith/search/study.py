@@ -144,14 +144,14 @@ def best_trials(study: optuna.Study, directions: list[str]) -> list[optuna.trial
 class Progress:
     """A rich progress bar fed by Optuna callbacks; fsyncs the journal after each trial."""
 
-    def __init__(self, console, total: int, directions: list[str], backend):
+    def __init__(self, console, total: int, directions: list[str], backend, label: str = "objective"):
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
         self.bar = Bar(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[best]}"), console=console)
         self.task = self.bar.add_task("search", total=total, best="")
-        self.directions, self.backend = directions, backend
+        self.directions, self.backend, self.label = directions, backend, label
         self.best: float | None = None
         self.started = time.perf_counter()
 
@@ -159,10 +159,10 @@ class Progress:
         if self.backend is not None:
             self.backend.sync()
         text = ""
-        if trial.state == optuna.trial.TrialState.COMPLETE and len(self.directions) == 1 and is_feasible(trial):
-            v = trial.values[0]
+        if trial.state == optuna.trial.TrialState.COMPLETE and is_feasible(trial):
+            v = trial.values[0]  # several objectives: the best of the first one
             better = self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best)
             self.best = v if better else self.best
         if self.best is not None:
-            text = f"best {self.best:.4g}"
+            text = f"best {self.label} {self.best:.4g}"
         self.bar.update(self.task, advance=1, best=text)
