@@ -101,6 +101,15 @@ def test_metric_no_runner_produces():
         Objective(cfg, g, build_space(g, cfg.space), None)
 
 
+def test_basic_train_never_fits_on_the_scoring_split():
+    raw = search_cfg()
+    raw["strategy"]["sw_runner"]["basic_train"] = {"data_loader": "val_dataloader"}
+    cfg = parse_search(raw)
+    g = graph_of("jsc-tiny")
+    with pytest.raises(BitsmithError, match="fine-tuning uses the training split"):
+        Objective(cfg, g, build_space(g, cfg.space), None)
+
+
 def test_unknown_runner():
     raw = search_cfg()
     raw["strategy"]["hw_runner"]["avg_bitwidth"] = {}

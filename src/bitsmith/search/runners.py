@@ -80,11 +80,20 @@ def basic_train(cfg: dict[str, Any], where: str) -> Runner:
         first = e.errors()[0]
         raise BitsmithError(f"{where} {first['loc'][0]} = {first['input']!r}: {first['msg']}") from None
 
+    if cfg.get("data_loader", "train_dataloader") != "train_dataloader":
+        raise BitsmithError(f"{where} data_loader = {cfg['data_loader']!r}: fine-tuning uses the training split "
+                            "(\"train_dataloader\"), never the data candidates are scored on")
+    _, n = _split_and_samples(cfg, where, "train_dataloader")
+
     def run(graph: Graph, ctx: Context):
+        from dataclasses import replace
+
+        from bitsmith.data import Split
         from bitsmith.train import fit
 
+        data = ctx.data if n is None else replace(ctx.data, train=Split(ctx.data.train.x[:n], ctx.data.train.y[:n]))
         trained = graph.clone()  # never train modules shared with the base graph
-        result = fit(trained.gm, ctx.data, seed=ctx.seed, device=ctx.device, **settings)
+        result = fit(trained.gm, data, seed=ctx.seed, device=ctx.device, **settings)
         trained.gm.eval()
         return trained, {"train_loss": result.history[-1]["loss"]}
 
@@ -93,7 +102,7 @@ def basic_train(cfg: dict[str, Any], where: str) -> Runner:
 
 def latency(cfg: dict[str, Any], where: str) -> Runner:
     """Median forward time per batch on this machine (the host's time for the simulated network)."""
-    check_keys(cfg, {"batch_size", "warmup", "repeats", "num_threads", "data_loader"}, where)
+    check_keys(cfg, {"batch_size", "warmup", "repeats", "num_threads"}, where)
     batch = cfg.get("batch_size", 512)
     warmup, repeats = cfg.get("warmup", 3), cfg.get("repeats", 10)
     threads = cfg.get("num_threads")
