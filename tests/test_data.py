@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from bitsmith.data import DATASETS, get_dataset
-from bitsmith.data._base import cache_dir
 from bitsmith.data.jsc import CLASS_NAMES, FEATURES, load_jsc, read_jsc_file
 from bitsmith.errors import BitsmithError
 from tests.conftest import make_jsc_frame

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bitsmith.errors import BitsmithError, closest
 
@@ -51,19 +51,10 @@ class Settings(BaseModel):
     search: dict[str, Any] = Field(default_factory=dict)
     transform: dict[str, Any] = Field(default_factory=dict)
 
-    # MASE compatibility; no effect.
-    is_pretrained: Any = None
-    num_workers: Any = None
-    num_devices: Any = None
-    num_nodes: Any = None
-    strategy: Any = None
-    disable_dataset_cache: Any = None
-    github_ci: Any = None
-    auto_requeue: Any = None
-    is_to_auto_requeue: Any = None
-    max_token_len: Any = None
-    pretrained: Any = None
-    model_parallel: Any = None
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_compat_keys(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if k not in _COMPAT_KEYS} if isinstance(data, dict) else data
 
     @property
     def project_name(self) -> str:
@@ -82,7 +73,7 @@ class Settings(BaseModel):
         return "settings: " + " ".join(parts)
 
 
-TRAIN_KEYS = sorted(k for k in Settings.model_fields if k not in _COMPAT_KEYS)
+TRAIN_KEYS = sorted(Settings.model_fields)
 
 
 def na_to_none(value: Any) -> Any:

@@ -59,8 +59,9 @@ def quantize_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, dict[str
                                 f"quantizable types: {', '.join(t.__name__ for t in QUANTIZED)}")
         qcfg = parse_layer_config(cfg, base, table)
         if qcfg is None:
-            if module is not dequantized_copy(module):
-                replacements[info.target] = dequantized_copy(module)
+            plain = dequantized_copy(module)
+            if plain is not module:  # "NA" on an already quantized layer returns it to float
+                replacements[info.target] = plain
             continue
         replacements[info.target] = quantized_copy(module, qcfg)
         summary[name] = qcfg.as_dict()

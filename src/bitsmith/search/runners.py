@@ -18,7 +18,7 @@ import torch
 from bitsmith.config import check_keys
 from bitsmith.errors import BitsmithError, unknown_name
 from bitsmith.graph import Graph
-from bitsmith.passes.analysis import FLOAT_BITS, analyze, memory_density
+from bitsmith.passes.analysis import analyze, memory_density
 from bitsmith.train import EVAL_BATCH
 
 
@@ -195,4 +195,4 @@ def produced(sw: dict[str, dict], hw: dict[str, dict]) -> set[str]:
     return out
 
 
-__all__ = ["FLOAT_BITS", "HW_RUNNERS", "SW_RUNNERS", "Context", "make_runners", "produced"]
+__all__ = ["HW_RUNNERS", "SW_RUNNERS", "Context", "make_runners", "produced"]

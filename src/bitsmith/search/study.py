@@ -46,8 +46,7 @@ class Objective:
         self.software, self.hardware = make_runners(self.cfg.sw_runners, self.cfg.hw_runners)
         self.params = self.space.params
         available = produced(self.cfg.sw_runners, self.cfg.hw_runners)
-        for m in [*self.cfg.metrics, *self.cfg.constraints]:
-            name = getattr(m, "name", None) or m.metric
+        for name in [*(m.name for m in self.cfg.metrics), *(c.metric for c in self.cfg.constraints)]:
             if name not in available:
                 raise BitsmithError(
                     f"metric {name!r} is produced by no runner; the configured runners give "
