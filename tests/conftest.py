@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_JSC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "jsc" / "openml42468_head5.csv"
+JSC_HEAD5 = Path(__file__).resolve().parent / "data" / "openml42468_head5.csv"
 
 # Set before bitsmith is imported anywhere, so no test touches ~/.cache.
 os.environ.setdefault("BITSMITH_CACHE", tempfile.mkdtemp(prefix="bitsmith-test-cache-"))
@@ -17,11 +17,9 @@ os.environ["BITSMITH_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")
-def shared_jsc_csv() -> Path:
-    """The five real JSC rows shipped in shared/ (for parsing tests)."""
-    if not SHARED_JSC.is_file():  # a clone without shared/ beside it
-        pytest.fail(f"{SHARED_JSC} is missing: the loader tests need the shared JSC sample rows")
-    return SHARED_JSC
+def jsc_head5_csv() -> Path:
+    """The first five real JSC rows, kept in tests/data/ (for parsing tests)."""
+    return JSC_HEAD5
 
 
 def make_jsc_frame(n: int = 3000, seed: int = 0):

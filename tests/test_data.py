@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from bitsmith.data import DATASETS, get_dataset
-from bitsmith.data.jsc import CLASS_NAMES, FEATURES, load_jsc, read_jsc_file
+from bitsmith.data._base import RECIPE, split_and_scale
+from bitsmith.data.jsc import CLASS_NAMES, FEATURES, is_hdf5, load_jsc, read_jsc_file
 from bitsmith.errors import BitsmithError
-from tests.conftest import make_jsc_frame
+from tests.conftest import make_jsc_frame, to_h5_layout
 
 
 def rows(t: torch.Tensor) -> set[bytes]:
@@ -38,8 +39,8 @@ def test_digits_image_view_is_the_same_data():
     assert torch.equal(img.test.y, flat.test.y)
 
 
-def test_shared_sample_rows_parse(shared_jsc_csv):
-    x, y = read_jsc_file(shared_jsc_csv)
+def test_sample_rows_parse(jsc_head5_csv):
+    x, y = read_jsc_file(jsc_head5_csv)
     assert x.shape == (5, 16) and x.dtype == np.float32
     # class column: g w t z w; indices are alphabetical g q t w z.
     assert y.tolist() == [0, 3, 2, 4, 3]
@@ -96,13 +97,13 @@ def test_unknown_labels_are_named(tmp_path):
     frame.loc[3, "class"] = "b"
     path = tmp_path / "labels.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(BitsmithError, match="labels"):
+    with pytest.raises(BitsmithError, match=r"row 4 \(line 5\), column 'class' holds 'b', not a JSC class label"):
         load_jsc(str(path))
 
 
-def test_too_few_rows_is_a_clear_error(shared_jsc_csv):
+def test_too_few_rows_is_a_clear_error(jsc_head5_csv):
     with pytest.raises(BitsmithError, match="too few"):
-        load_jsc(str(shared_jsc_csv))
+        load_jsc(str(jsc_head5_csv))
 
 
 def test_no_file_no_cache_no_network_says_where_to_put_the_file(monkeypatch, tmp_path):
@@ -120,3 +121,118 @@ def test_env_var_names_the_file(monkeypatch, jsc_files):
 def test_missing_local_file(tmp_path):
     with pytest.raises(BitsmithError, match="does not exist"):
         load_jsc(str(tmp_path / "nope.csv"))
+
+
+def write_csv(frame, path):
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_cell_that_is_not_a_number_is_named(tmp_path):
+    frame = make_jsc_frame(100)
+    frame["c1_b0_mmdt"] = frame["c1_b0_mmdt"].astype(object)
+    frame.loc[16, "c1_b0_mmdt"] = "abc"
+    path = write_csv(frame, tmp_path / "jsc.csv")
+    with pytest.raises(BitsmithError, match=r"jsc\.csv: row 17 \(line 18\), column 'c1_b0_mmdt' holds 'abc', "
+                                            r"not a number$"):
+        read_jsc_file(path)
+
+
+def test_an_empty_feature_cell_is_named(tmp_path):
+    frame = make_jsc_frame(100)
+    frame.loc[5, "zlogz"] = np.nan
+    path = write_csv(frame, tmp_path / "jsc.csv")
+    with pytest.raises(BitsmithError, match=r"row 6 \(line 7\), column 'zlogz' holds nan, not a finite number"):
+        read_jsc_file(path)
+
+
+def test_a_label_that_is_not_a_class_is_named(tmp_path):
+    frame = make_jsc_frame(100)
+    frame["class"] = frame["class"].astype(object)
+    frame.loc[3, "class"] = 7
+    path = write_csv(frame, tmp_path / "jsc.csv")
+    with pytest.raises(BitsmithError, match=r"row 4 \(line 5\), column 'class' holds '7', not a JSC class label; "
+                                            r"expected one of g, q, t, w, z"):
+        read_jsc_file(path)
+
+
+def test_one_hot_labels_that_are_not_one_hot_are_named(tmp_path):
+    frame = to_h5_layout(make_jsc_frame(100))
+    frame.loc[9, ["j_g", "j_q"]] = 1
+    path = tmp_path / "jsc.h5"
+    frame.to_hdf(path, key="t_allpar_new", mode="w")
+    with pytest.raises(BitsmithError, match=r"jsc\.h5: row 10: label columns j_g, .* hold \[1\.0, 1\.0, "):
+        read_jsc_file(path)
+
+
+@pytest.mark.parametrize("name, content", [("x.h5", b"row,zlogz\n0,1.5\n"), ("r.z", bytes(range(256)) * 12)])
+def test_a_file_that_is_not_hdf5_says_so_in_one_line(tmp_path, capfd, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BitsmithError, match=rf"{name} is not an HDF5 file") as e:
+        read_jsc_file(path)
+    assert "\n" not in str(e.value)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_damaged_hdf5_file_is_one_line_and_quiet(tmp_path, capfd):
+    good = tmp_path / "good.h5"
+    to_h5_layout(make_jsc_frame(100)).to_hdf(good, key="t_allpar_new", mode="w")
+    path = tmp_path / "cut.h5"
+    path.write_bytes(good.read_bytes()[:2000])  # signature intact, the rest missing
+    with pytest.raises(BitsmithError, match=r"cannot read JSC file .*cut\.h5: HDF5ExtError: truncated file") as e:
+        read_jsc_file(path)
+    assert "\n" not in str(e.value)
+    assert capfd.readouterr().err == ""
+
+
+def test_hdf5_signature_after_a_user_block_is_found(tmp_path):
+    import tables
+
+    path = tmp_path / "ub.h5"
+    with tables.open_file(path, "w", userblock_size=512) as f:
+        f.create_array("/", "a", np.arange(3))
+    assert path.read_bytes()[:8] != path.read_bytes()[512:520]  # the signature sits after the block
+    assert is_hdf5(path)
+    text = tmp_path / "t.h5"
+    text.write_bytes(b"x" * 3000)
+    assert not is_hdf5(text)
+
+
+def test_a_file_that_is_not_parquet_says_so_in_one_line(tmp_path):
+    path = tmp_path / "jsc.parquet"
+    path.write_text("row,zlogz\n0,1.5\n" * 20)
+    with pytest.raises(BitsmithError, match=r"cannot read JSC file .*jsc\.parquet: ArrowInvalid: ") as e:
+        read_jsc_file(path)
+    assert "\n" not in str(e.value)
+
+
+def test_rows_of_a_single_class_are_refused(tmp_path):
+    frame = make_jsc_frame(200)
+    frame["class"] = "g"
+    path = write_csv(frame, tmp_path / "one.csv")
+    with pytest.raises(BitsmithError, match=r"every row is of class 'g': training a classifier needs rows of at "
+                                            r"least two classes"):
+        load_jsc(str(path))
+
+
+def test_a_split_left_empty_is_refused():
+    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    y = np.arange(100) % 3
+    with pytest.raises(BitsmithError, match=r"100 distinct rows leave the test split empty"):
+        split_and_scale(x, y, {**RECIPE, "test_size": 0.0})
+
+
+@pytest.mark.parametrize("name", ["digits", "digits-image"])
+def test_a_data_path_for_a_data_set_that_reads_no_file_is_refused(name, jsc_files):
+    with pytest.raises(BitsmithError, match=rf"data set '{name}' reads no file; drop --data-path / data_path "
+                                            r"\(data sets that read a file: jsc\)"):
+        get_dataset(name, str(jsc_files["csv"]))
+    assert DATASETS["jsc"].reads_file and not DATASETS[name].reads_file
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    with pytest.raises(BitsmithError, match=r"is a directory, not a file; check --data-path"):
+        load_jsc(str(tmp_path))
+    with pytest.raises(BitsmithError, match=r"is a directory, not a file"):
+        read_jsc_file(tmp_path)

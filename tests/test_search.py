@@ -1,3 +1,4 @@
+import re
 """Search pieces in Python: config checks, spaces, objectives, Pareto fronts."""
 
 import pytest
@@ -58,12 +59,14 @@ def test_joint_space_prefixes_and_orders_passes():
 
 
 @pytest.mark.parametrize("space,message", [
-    (quant_space(linear={"config": {"name": ["integer"], "weight_width": []}}), "empty choice list"),
-    (quant_space("name", seq_blocks_12={"config": {"name": [None]}}), "no node named 'seq_blocks_12'"),
-    (quant_space(lineer=LINEAR), "did you mean 'linear'"),
+    (quant_space(linear={"config": {"name": ["integer"], "weight_width": []}}),
+     r"weight_width = \[\] in the config: expected at least 1 value"),
     (quant_space(linear={"config": {"name": ["integer"], "wieght_width": [2]}}), "did you mean 'weight_width'"),
     (quant_space(linear={"config": {"name": ["integer"], "data_in_width": [0, 8], "weight_width": [4],
-                                    "bias_width": [4]}}), "between 1 and 32"),
+                                    "bias_width": [4]}}), r"data_in_width\[0\] = 0 in the config: expected a value >= 1"),
+    (quant_space(linear={"config": {"name": ["integer"], "data_in_width": [8] * 2000}}),
+     "at most 1024 values"),
+    (quant_space(linear={"config": {"name": ["integer"], "data_in_width": [8]}}), "on a Linear needs weight_width"),
     ({"name": "graph/quantize/mixed_precision"}, "did you mean 'graph/quantize/mixed_precision_ptq'"),
 ])
 def test_space_mistakes_fail_before_any_trial(space, message):
@@ -72,17 +75,29 @@ def test_space_mistakes_fail_before_any_trial(space, message):
         check_space(g, build_space(g, space))
 
 
-def test_fraction_wider_than_some_widths_is_not_a_config_error():
+@pytest.mark.parametrize("space,message", [
+    (quant_space("name", seq_blocks_12={"config": {"name": [None]}}, seq_blocks_2=LINEAR),
+     r"\[search.search_space.seed.seq_blocks_12\] matches no node .*did you mean 'seq_blocks_2'"),
+    (quant_space(lineer=LINEAR, linear=LINEAR), "matches no layer type .*did you mean 'linear'"),
+    (quant_space("name", linear=LINEAR, seq_blocks_2=LINEAR), "'linear' is a layer type"),
+])
+def test_unmatched_seed_keys_warn_or_fail_under_strict(space, message, capsys):
+    from bitsmith.config import Notes
+
     g = graph_of("jsc-toy")
-    # frac 3 is fine with widths 4 and 8; with width 2 the candidate is pruned at trial time.
-    check_space(g, build_space(g, quant_space(linear={"config": {
-        "name": ["integer"], "data_in_width": [8], "weight_width": [2, 4, 8], "weight_frac_width": [3],
-        "bias_width": [8]}})))
+    built = build_space(g, space, Notes(strict=False))
+    assert re.search(message, capsys.readouterr().err)
+    assert built.params  # the matched seed is searched
+    with pytest.raises(BitsmithError, match=message + r".*\(an error under --strict\)"):
+        build_space(g, space, Notes(strict=True))
 
 
 @pytest.mark.parametrize("setup,message", [
-    ({"n_trials": 0}, "n_trials = 0 must be an integer >= 1"),
-    ({"sampler": "tpee"}, "unknown sampler 'tpee'.*did you mean 'tpe'"),
+    ({"n_trials": 0}, r"\[search.strategy.setup\] n_trials = 0 in the config: expected a value >= 1"),
+    ({"sampler": "tpee"}, "sampler = 'tpee' .*did you mean 'tpe'"),
+    ({"sampler": 3}, "sampler = 3 .*expected a string"),
+    ({"sum_scaled_metrics": "false"}, "sum_scaled_metrics = 'false' .*expected true or false"),
+    ({"seed": 2**64}, "expected a value <= 4294967295"),
     ({"direction": "up"}, "direction = 'up'"),
     ({"n_trails": 3}, "did you mean 'n_trials'"),
 ])
@@ -95,28 +110,22 @@ def test_setup_mistakes(setup, message):
 
 
 def test_metric_no_runner_produces():
-    cfg = parse_search(search_cfg(metrics={"latency": {"scale": 1.0, "direction": "minimize"}}))
-    g = graph_of("jsc-tiny")
-    with pytest.raises(BitsmithError, match="metric 'latency' is produced by no runner.*sw_runner|hw_runner.latency"):
-        Objective(cfg, g, build_space(g, cfg.space), None)
+    with pytest.raises(BitsmithError, match=r"metric 'latency' .*is produced by no runner.*sw_runner.latency"):
+        parse_search(search_cfg(metrics={"latency": {"scale": 1.0, "direction": "minimize"}}))
 
 
 def test_basic_train_never_fits_on_the_scoring_split():
     raw = search_cfg()
     raw["strategy"]["sw_runner"]["basic_train"] = {"data_loader": "val_dataloader"}
-    cfg = parse_search(raw)
-    g = graph_of("jsc-tiny")
     with pytest.raises(BitsmithError, match="fine-tuning uses the training split"):
-        Objective(cfg, g, build_space(g, cfg.space), None)
+        parse_search(raw)
 
 
 def test_unknown_runner():
     raw = search_cfg()
     raw["strategy"]["hw_runner"]["avg_bitwidth"] = {}
-    cfg = parse_search(raw)
-    g = graph_of("jsc-tiny")
     with pytest.raises(BitsmithError, match="did you mean 'average_bitwidth'"):
-        Objective(cfg, g, build_space(g, cfg.space), None)
+        parse_search(raw)
 
 
 def test_weighted_sum_flips_opposite_directions_and_reads_negative_scales():

@@ -1,9 +1,15 @@
+import dataclasses
+import math
+
+import pytest
 import torch
+from torch import nn
 
 from bitsmith.checkpoint import load_checkpoint, restore, save_checkpoint
-from bitsmith.data import get_dataset
+from bitsmith.data import Split, get_dataset
+from bitsmith.errors import BitsmithError
 from bitsmith.models import build_model
-from bitsmith.train import evaluate, fit
+from bitsmith.train import Diverged, evaluate, fit
 
 SETTINGS = dict(max_epochs=3, batch_size=64, learning_rate=3e-3)
 
@@ -61,3 +67,52 @@ def test_checkpoint_save_is_atomic_over_an_existing_file(tmp_path):
     save_checkpoint(path, model, {"model": "jsc-tiny", "epoch": 2})
     assert load_checkpoint(path)[1]["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["m.ckpt"]  # no temp files left
+
+
+class GoesNaN(nn.Module):
+    """A linear model whose outputs turn NaN from its ``at``-th training step on (in ``mode``): a
+    divergence that starts exactly where a test wants it."""
+
+    def __init__(self, at: int, mode: str = "train"):
+        super().__init__()
+        self.lin, self.at, self.mode, self.steps = nn.Linear(64, 10), at, mode, 0
+
+    def forward(self, x):
+        self.steps += self.training
+        out = self.lin(x)
+        hit = self.steps >= self.at and (self.mode == "train" or not self.training)
+        return out * math.nan if hit else out
+
+
+def test_divergence_from_the_first_epoch_writes_nothing(tmp_path):
+    data = get_dataset("digits")
+    model = build_model("digits-mlp", data.in_shape, data.n_classes)
+    old = save_checkpoint(tmp_path / "best.ckpt", model, {"epoch": 7})
+    before = old.read_bytes()
+    with pytest.raises(Diverged, match=r"training diverged in epoch 1 \(by step \d+\): training loss nan; "
+                                       r"lower --learning-rate / learning_rate \(now 1e\+30\)\n"
+                                       r"no epoch ended with finite losses, so no checkpoint was written"):
+        fit(model, data, max_epochs=3, batch_size=64, learning_rate=1e30, out_dir=tmp_path)
+    assert old.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
+
+
+@pytest.mark.parametrize("mode, what", [("train", "training"), ("eval", "validation")])
+def test_divergence_after_good_epochs_keeps_a_finite_best(tmp_path, mode, what):
+    data = get_dataset("digits")
+    per_epoch = math.ceil(len(data.train) / 64)
+    model = GoesNaN(at=2 * per_epoch + 1, mode=mode)  # epochs 1 and 2 good, 3 not
+    with pytest.raises(Diverged, match=rf"diverged in epoch 3 .*: {what} loss nan; .*\n"
+                                       r"kept the best checkpoint from epoch [12] at .*best\.ckpt$"):
+        fit(model, data, max_epochs=5, batch_size=64, learning_rate=1e-3, out_dir=tmp_path)
+    state, meta = load_checkpoint(tmp_path / "best.ckpt")
+    assert meta["epoch"] in (1, 2) and all(torch.isfinite(v).all() for v in state.values())
+    assert not (tmp_path / "last.ckpt").exists()  # never NaN weights on disk
+
+
+def test_an_empty_training_split_is_refused():
+    data = get_dataset("digits")
+    empty = dataclasses.replace(data, train=Split(data.train.x[:0], data.train.y[:0]))
+    model = build_model("digits-mlp", data.in_shape, data.n_classes)
+    with pytest.raises(BitsmithError, match="data set 'digits' has an empty training split"):
+        fit(model, empty, max_epochs=1, batch_size=64, learning_rate=1e-3)

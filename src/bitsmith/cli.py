@@ -34,6 +34,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, dest=dest, type=typ, help=text)
 
 
+def _add_strict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_const", const=True, dest="strict",
+                   help="treat entries MASE would ignore (a table matching no node) as errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitsmith", description="Fit small neural networks to a hardware budget.")
@@ -45,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p = sub.add_parser("transform", help="apply the [passes.*] tables of a config to a checkpoint")
     _add_common(p)
+    _add_strict(p)
     p = sub.add_parser("search", help="search a design space of a model with Optuna")
     _add_common(p)
+    _add_strict(p)
     p.add_argument("--storage", help="Optuna storage: a *.journal file (default under the project), "
                                      "sqlite:///FILE.db or postgresql://...")
     p.add_argument("--fresh", action="store_true", help="start a new study instead of resuming (keeps the old one)")
@@ -68,6 +75,7 @@ def settings_from_args(args: argparse.Namespace):
 
     flags = {dest: getattr(args, dest, None) for _, dest, _, _ in _SETTING_FLAGS}
     flags["model"], flags["dataset"] = args.model, args.dataset
+    flags["strict"] = getattr(args, "strict", None)
     return load_settings(args.config, **flags)
 
 
@@ -89,7 +97,7 @@ def run(argv: list[str] | None = None) -> int:
 
         result = run_search(settings, storage=args.storage, fresh=args.fresh,
                             overrides={"sampler": args.sampler, "n_trials": args.n_trials})
-        return 130 if result["interrupted"] else 0
+        return 130 if result["interrupted"] else 1 if result.get("failed") else 0
     from bitsmith import jobs
 
     getattr(jobs, args.command)(settings)

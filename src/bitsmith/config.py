@@ -6,27 +6,102 @@ in a file means "no value" (None). Every error names the key and the fix.
 
 from __future__ import annotations
 
+import sys
 import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from bitsmith.errors import BitsmithError, closest
+from bitsmith.errors import BitsmithError, explain
 
-# Keys that files written for MASE's `chop` carry but that mean nothing here
-# (multi-GPU, Lightning plumbing). Accepted so those files run unchanged.
-_COMPAT_KEYS = (
-    "is_pretrained", "num_workers", "num_devices", "num_nodes", "strategy",
-    "disable_dataset_cache", "github_ci", "auto_requeue", "is_to_auto_requeue",
-    "max_token_len", "pretrained", "model_parallel",
-)
+T = TypeVar("T", bound=BaseModel)
+MAX_SEED = 2**32 - 1  # numpy's RandomState, behind Optuna's samplers, takes no more
+
+
+class Table(BaseModel):
+    """Base of every config table: strict types, unknown keys refused, read-only once validated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config",
+          error: type[BitsmithError] = BitsmithError) -> T:
+    """Validate ``data`` (found at TOML path ``where``) as ``model``; errors name the path and the fix."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise error(explain(e, model, where, source)) from None
+
+
+@dataclass
+class Notes:
+    """Where lenient reading warns: one stderr line each, or, in strict mode, an error."""
+
+    strict: bool = False
+
+    def warn(self, message: str) -> None:
+        if self.strict:
+            raise BitsmithError(f"{message} (an error under --strict)")
+        print(f"warning: {message}", file=sys.stderr)
+
+# Top-level keys that MASE's `chop` reads (its command-line settings) but that
+# mean nothing here: multi-GPU and Lightning plumbing, language-model options,
+# logging. Accepted and dropped so those files run unchanged (MASE itself
+# ignores any top-level key that is not one of its settings).
+MASE_TOP_LEVEL = frozenset({
+    "is_pretrained", "pretrained", "num_workers", "num_devices", "num_nodes", "strategy",
+    "disable_dataset_cache", "github_ci", "auto_requeue", "is_to_auto_requeue", "max_token_len",
+    "model_parallel", "log_level", "cf_args", "trainer_precision", "accumulate_grad_batches", "t_max",
+    "eta_min", "quant_config", "report_to", "to_debug",
+})
+# MASE's spelling of a setting bitsmith has under another name.
+MASE_ALIASES = {"training_optimizer": "optimizer"}
+
+
+class Table(BaseModel):
+    """Base of every config table: strict types, unknown keys refused, read-only once validated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config",
+          error: type[BitsmithError] = BitsmithError) -> T:
+    """Validate ``data`` (found at TOML path ``where``) as ``model``; errors name the path and the fix."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise error(explain(e, model, where, source)) from None
+
+
+@dataclass
+class Notes:
+    """Where lenient reading warns: one stderr line each, or, in strict mode, an error."""
+
+    strict: bool = False
+
+    def warn(self, message: str) -> None:
+        if self.strict:
+            raise BitsmithError(f"{message} (an error under --strict)")
+        print(f"warning: {message}", file=sys.stderr)
+
+
+class TransformTable(Table):
+    """``[transform]``: MASE's graph or module style; both run bitsmith's graph passes."""
+
+    style: Literal["graph", "module"] = "graph"
 
 
 class Settings(BaseModel):
-    """Everything a run needs, after defaults, file and flags are merged."""
+    """Everything a run needs, after defaults, file and flags are merged (read-only)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     model: str = "digits-mlp"
     dataset: str = "digits"
@@ -34,11 +109,11 @@ class Settings(BaseModel):
     max_epochs: int = Field(30, ge=1)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    learning_rate: float = Field(3e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     scheduler: Literal["cosine", "none"] = "cosine"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     log_every_n_steps: int = Field(50, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     project: str | None = None
@@ -46,15 +121,38 @@ class Settings(BaseModel):
     load_name: str | None = None
     load_type: Literal["pl", "pt"] = "pl"
     data_path: str | None = None
-    # Tables read by the transform and search commands; checked by their own modules.
+    strict: bool = False  # extension: entries MASE would ignore are errors, not warnings
+    # Tables read by the transform and search commands; their schemas live with
+    # the passes and runners that read them (check_tables validates them all).
     passes: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] = Field(default_factory=dict)
-    transform: dict[str, Any] = Field(default_factory=dict)
+    transform: TransformTable = Field(default_factory=lambda: TransformTable())
+    _source: str = PrivateAttr("the settings")
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_compat_keys(cls, data: Any) -> Any:
-        return {k: v for k, v in data.items() if k not in _COMPAT_KEYS} if isinstance(data, dict) else data
+    def _mase_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k not in MASE_TOP_LEVEL}
+        for mase, ours in MASE_ALIASES.items():
+            if mase in data:
+                if ours in data and data[ours] != data[mase]:
+                    raise ValueError(f"{mase} (MASE's name) and {ours} disagree; keep one of them")
+                data[ours] = data.pop(mase)
+        if data.get("load_type") in ("mz", "hf"):
+            raise ValueError(f"load_type = {data['load_type']!r} (MASE's pickled graph or a Hugging Face model) "
+                             "cannot be read safely; load a state dict: load_type = \"pl\" or \"pt\"")
+        return data
+
+    @property
+    def source(self) -> str:
+        """The file the tables came from, for error messages."""
+        return self._source
+
+    @property
+    def notes(self) -> Notes:
+        return Notes(self.strict)
 
     @property
     def project_name(self) -> str:
@@ -73,9 +171,6 @@ class Settings(BaseModel):
         return "settings: " + " ".join(parts)
 
 
-TRAIN_KEYS = sorted(Settings.model_fields)
-
-
 def na_to_none(value: Any) -> Any:
     """Replace every "NA" string (at any depth) by None."""
     if isinstance(value, str) and value == "NA":
@@ -87,11 +182,19 @@ def na_to_none(value: Any) -> Any:
     return value
 
 
+def check_file(path: str | Path, what: str, flag: str) -> Path:
+    """``path`` as a Path, or a clear error when it is missing or not a regular file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise BitsmithError(f"{what} {str(path)!r} is a directory, not a file; check {flag}")
+    if not path.is_file():
+        raise BitsmithError(f"{what} {str(path)!r} does not exist; check {flag}")
+    return path
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file as data (never executed); "NA" becomes None."""
-    path = Path(path)
-    if not path.is_file():
-        raise BitsmithError(f"config file {str(path)!r} does not exist; check the path given to --config")
+    path = check_file(path, "config file", "the path given to --config")
     try:
         with path.open("rb") as f:
             raw = tomllib.load(f)
@@ -103,34 +206,28 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_settings(path: str | Path | None = None, **flags: Any) -> Settings:
-    """Defaults < TOML file < flags (flags that are None are not given)."""
+    """Defaults < TOML file < flags (flags that are None are not given); every table checked once."""
     raw = read_toml(path) if path else {}
     given = {k: v for k, v in flags.items() if v is not None}
-    where = {k: str(path) for k in raw} | {k: "the command line" for k in given}
+    source = str(path) if path else "the settings"
     try:
-        return Settings(**(raw | given))
+        settings = Settings(**(raw | given))
     except ValidationError as e:
-        raise BitsmithError(_explain(e, where)) from None
+        loc = e.errors()[0]["loc"]
+        src = "the command line" if loc and loc[0] in given else source
+        raise BitsmithError(explain(e, Settings, (), src)) from None
+    settings._source = source
+    check_tables(settings)
+    return settings
 
 
-def _explain(error: ValidationError, where: dict[str, str]) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    src = where.get(str(first["loc"][0]), "the settings")
-    more = f" (and {error.error_count() - 1} more problem(s))" if error.error_count() > 1 else ""
-    if first["type"] == "extra_forbidden":
-        return unknown_key_message(key, TRAIN_KEYS, f"the top level of {src}") + more
-    return f"{key} = {first['input']!r} in {src}: {first['msg']}{more}"
+def check_tables(settings: Settings) -> None:
+    """Validate the ``[passes.*]`` and ``[search]`` tables (graph-independent checks), once."""
+    if settings.passes:
+        from bitsmith.passes import parse_passes
 
+        parse_passes(settings.passes, settings.source)
+    if settings.search:
+        from bitsmith.search.config import parse_search
 
-def unknown_key_message(key: str, allowed: list[str] | set[str], where: str) -> str:
-    near = closest(key, allowed)
-    hint = f"did you mean {near!r}?" if near else f"allowed keys: {', '.join(sorted(allowed))}"
-    return f"unknown key {key!r} in {where}; {hint}"
-
-
-def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    """Raise a clear error for the first key of ``table`` not in ``allowed``."""
-    for key in table:
-        if key not in allowed:
-            raise BitsmithError(unknown_key_message(key, allowed, where))
+        parse_search(settings.search, settings.seed, source=settings.source)

@@ -40,11 +40,50 @@ def checkpoint_meta(settings: Settings, data) -> dict[str, Any]:
             "n_classes": data.n_classes, "settings": {k: getattr(settings, k) for k in keep}}
 
 
+def check_output_dir(path) -> None:
+    """Fail now, not after the work, when ``path`` cannot be a directory (a file stands on it)."""
+    from pathlib import Path
+
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise BitsmithError(f"cannot write outputs to {path}: {part} is a file, not a directory; "
+                                    "choose another --project-dir / --project")
+            return
+
+
+def from_checkpoint(settings: Settings, meta: dict[str, Any]) -> Settings:
+    """``settings`` with the model and data set a checkpoint records, where the user named none.
+
+    A checkpoint is data: the model it names is looked up among registered
+    models only. A user's model by import path is built only when the user
+    names it (flag or config), never because a file says so.
+    """
+    from bitsmith.models import MODELS
+
+    update = {}
+    for key in ("model", "dataset"):
+        if key not in settings.model_fields_set and meta.get(key):
+            update[key] = meta[key]
+    name = update.get("model")
+    if name is not None and name not in MODELS:
+        raise BitsmithError(f"checkpoint {settings.load_name} names model {name!r}, which is not a registered model; "
+                            f"if you trust it, name it yourself: --config with model = {name!r}, or the model "
+                            "argument of the command")
+    if not update:
+        return settings
+    fresh = settings.model_copy(update=update)
+    fresh._source = settings.source
+    return fresh
+
+
 def prepare(settings: Settings, load: bool = True) -> Prepared:
     """Data, model and device for ``settings``; the checkpoint ``load_name`` loaded if given.
 
     When the checkpoint names its model and data set and the settings did not
-    set them, the checkpoint's are used.
+    set them, the checkpoint's are used (``Prepared.settings``; the caller's
+    settings are left as they are).
     """
     from bitsmith.checkpoint import check_model_name, load_checkpoint, restore
     from bitsmith.data import get_dataset
@@ -55,9 +94,7 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
     state, meta = ({}, {})
     if load and settings.load_name:
         state, meta = load_checkpoint(settings.load_name, settings.load_type)
-        for key in ("model", "dataset"):
-            if key not in settings.model_fields_set and meta.get(key):
-                setattr(settings, key, meta[key])
+        settings = from_checkpoint(settings, meta)
         check_model_name(meta, settings.model, settings.load_name)
     data = get_dataset(settings.dataset, settings.data_path)
     seed_everything(settings.seed)  # initial weights depend on the seed alone
@@ -93,7 +130,9 @@ def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
 
     console = console or make_console()
     t0 = time.perf_counter()
+    check_output_dir(settings.output_dir)
     p = prepare(settings)
+    settings = p.settings
     console.print(settings.summary(), highlight=False)
     out = settings.output_dir / "checkpoints"
     bar, update = _progress(console, "train", 1)
@@ -137,6 +176,7 @@ def test(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     if not settings.load_name:
         raise BitsmithError("test needs a checkpoint: pass --load CKPT (or set load_name in the config)")
     p = prepare(settings)
+    settings = p.settings
     console.print(f"model={settings.model} dataset={settings.dataset} checkpoint={settings.load_name}",
                   highlight=False)
     t0 = time.perf_counter()
@@ -154,34 +194,44 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
 
     from bitsmith.checkpoint import save_checkpoint
     from bitsmith.graph import trace
-    from bitsmith.passes import TRANSFORMS, apply_passes, get_pass, quant_table, render_report, report_pass
+    from bitsmith.passes import MASE_ONLY, TRANSFORMS, apply_passes, parse_passes, quant_table, render_report
+    from bitsmith.passes import report_pass
     from bitsmith.train import evaluate
 
     console = console or make_console()
-    if not settings.passes:
+    notes = settings.notes
+    passes = parse_passes(settings.passes, settings.source)  # every table checked before any work
+    for name in settings.passes:
+        if name in MASE_ONLY:
+            notes.warn(f"[passes.{name}] is one of MASE's own output passes; bitsmith writes its reports itself, "
+                       "so it is ignored")
+    if not passes:
         raise BitsmithError("transform needs at least one [passes.<name>] table in the config, "
                             "e.g. [passes.quantize] or [passes.channel_multiply]")
-    for name in settings.passes:
-        get_pass(name)  # unknown names fail before any work
+    out = settings.output_dir / "transform"
+    check_output_dir(out)
     p = prepare(settings)
+    settings = p.settings
     if not settings.load_name:
         console.print("note: no checkpoint given (--load); transforming freshly initialised weights", highlight=False)
     base = trace(p.model.cpu().eval(), p.data.in_shape)
     before = evaluate(base.gm, p.data.test)
-    passes = list(settings.passes.items())
     graph, infos = apply_passes(base, passes)
+    for info in infos.values():
+        for message in info.get("ignored", []):
+            notes.warn(message)
     _, report = report_pass(graph)
     render_report(report, console)
     rows = quant_table(graph)
     _print_quant_table(rows, console)
     after = evaluate(graph.gm, p.data.test)
-    out = settings.output_dir / "transform"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "quantize_summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    applied = [*p.meta.get("passes", []), *([n, c] for n, c in passes if n in TRANSFORMS)]
+    applied = [*p.meta.get("passes", []),
+               *([n, c.model_dump(mode="json")] for n, c in passes if n in TRANSFORMS)]
     meta = {**checkpoint_meta(settings, p.data), "passes": applied, "test_accuracy": after["accuracy"]}
     ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
     summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],

@@ -1,10 +1,13 @@
-"""Signed fixed-point quantizers and the quantized modules that use them.
+"""Fixed-point quantizers and the quantized modules that use them.
 
 A value with ``width`` bits of which ``frac`` are fractional lies on the grid
-``k / 2**frac`` for integers ``k`` in ``[-2**(width-1), 2**(width-1) - 1]``.
-Rounding is to nearest (ties to even), values outside the range saturate, and
-gradients pass straight through inside the range (zero outside), so the same
-modules serve post-training quantization and quantization-aware training.
+``k / 2**frac`` for integers ``k`` in ``[-2**(width-1), 2**(width-1) - 1]``
+(signed) or ``[0, 2**width - 1]`` (unsigned: a ReLU's input, as MASE quantizes
+it, since its output is never negative). ``frac`` may exceed ``width`` or be
+negative (``ap_fixed<4,-2>`` is ``width 4, frac 6``). Rounding is to nearest,
+ties to even; values outside the range saturate; gradients pass straight
+through inside the range (zero outside), so the same modules serve
+post-training quantization and quantization-aware training.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.errors import BitsmithError, CandidateError
-
 
 @dataclass(frozen=True)
 class Fixed:
-    """One signed fixed-point format."""
+    """One fixed-point format."""
 
     width: int
     frac: int
+    signed: bool = True
 
     @property
     def scale(self) -> float:
@@ -32,11 +34,11 @@ class Fixed:
 
     @property
     def qmin(self) -> int:
-        return -(2 ** (self.width - 1))
+        return -(2 ** (self.width - 1)) if self.signed else 0
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.width - 1) - 1
+        return 2 ** (self.width - 1) - 1 if self.signed else 2**self.width - 1
 
     @property
     def lo(self) -> float:
@@ -75,25 +77,9 @@ class IntegerConfig:
         return out
 
 
-def parse_fixed(cfg: dict[str, Any], part: str, where: str) -> Fixed:
-    """``<part>_width`` and ``<part>_frac_width`` from a config table ("NA"/None frac = width // 2)."""
-    width = cfg.get(f"{part}_width")
-    frac = cfg.get(f"{part}_frac_width")
-    if width is None:
-        raise BitsmithError(f"{where}: missing {part}_width (an integer >= 1)")
-    for key, value in ((f"{part}_width", width), (f"{part}_frac_width", frac)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BitsmithError(f"{where}: {key} = {value!r} must be an integer")
-    if not 1 <= width <= 32:
-        raise BitsmithError(f"{where}: {part}_width = {width} must be between 1 and 32")
-    if frac is None:
-        frac = width // 2
-    if frac < 0:
-        raise BitsmithError(f"{where}: {part}_frac_width = {frac} must be >= 0")
-    if frac > width:
-        raise CandidateError(f"{where}: {part}_frac_width = {frac} is wider than {part}_width = {width}; "
-                             "the fraction cannot be wider than the width")
-    return Fixed(width, frac)
+def fixed(width: int, frac: int | None, signed: bool = True) -> Fixed:
+    """A format from config values; a missing ("NA") fraction is ``width // 2``, as in MASE."""
+    return Fixed(width, width // 2 if frac is None else frac, signed)
 
 
 class _Quantized:
@@ -149,6 +135,7 @@ class QReLU(_Quantized, nn.ReLU):
 
 QUANTIZED: dict[type, type] = {nn.Linear: QLinear, nn.Conv2d: QConv2d, nn.ReLU: QReLU}
 NEEDS = {nn.Linear: ("data_in", "weight", "bias"), nn.Conv2d: ("data_in", "weight", "bias"), nn.ReLU: ("data_in",)}
+UNSIGNED_INPUT = {nn.ReLU}  # a ReLU's input is quantized unsigned, as MASE's ReLUInteger does
 
 
 def float_type(module: nn.Module) -> type:

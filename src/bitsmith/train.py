@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from bitsmith.checkpoint import save_checkpoint
 from bitsmith.data import DataSplits, Split
+from bitsmith.errors import BitsmithError
 
 EVAL_BATCH = 65536  # large: evaluation holds no graph, and fewer batches cost less per sample
 
@@ -25,21 +26,39 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
-             batch_size: int = EVAL_BATCH, num_samples: int | None = None) -> dict[str, float]:
-    """Mean cross-entropy loss and accuracy on (the first ``num_samples`` of) a split."""
+             batch_size: int = EVAL_BATCH, num_samples: int | None = None,
+             average: str = "micro") -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy on (the first ``num_samples`` of) a split.
+
+    ``average = "micro"``: the fraction of rows classified correctly. ``"macro"``:
+    the mean over classes of each class's recall (classes neither present nor
+    predicted left out), as torchmetrics' MulticlassAccuracy, and so MASE, reports.
+    """
     was_training = model.training
     model.eval()
     n = len(split) if num_samples is None else min(num_samples, len(split))
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    per_class = None
     for start in range(0, n, batch_size):
         x = split.x[start:min(start + batch_size, n)].to(device, non_blocking=True)
         y = split.y[start:min(start + batch_size, n)].to(device, non_blocking=True)
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        pred = logits.argmax(1)
+        correct += (pred == y).sum()
+        if average == "macro":
+            k = logits.shape[1]
+            counts = torch.stack([torch.bincount(y[pred == y], minlength=k), torch.bincount(y, minlength=k),
+                                  torch.bincount(pred, minlength=k)])
+            per_class = counts if per_class is None else per_class + counts
     model.train(was_training)
-    return {"loss": loss.item() / max(n, 1), "accuracy": correct.item() / max(n, 1)}
+    accuracy = correct.item() / max(n, 1)
+    if per_class is not None:
+        hit, support, predicted = per_class.double()
+        seen = (support + predicted) > 0
+        accuracy = (hit[seen] / support[seen].clamp(min=1)).mean().item()
+    return {"loss": loss.item() / max(n, 1), "accuracy": accuracy}
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -49,6 +68,14 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+class Diverged(BitsmithError):
+    """Training reached a non-finite loss (most often: the learning rate is too high)."""
+
+
+def finite_weights(model: nn.Module) -> bool:
+    return all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
 @dataclass
@@ -67,19 +94,24 @@ def fit(model: nn.Module, data: DataSplits, *, max_epochs: int, batch_size: int,
         meta: dict | None = None, progress=None, log_every_n_steps: int = 50) -> FitResult:
     """Train ``model`` on ``data.train``; keep the best (by validation loss) and last checkpoints.
 
-    ``progress`` is an optional callable ``(step, total, metrics)`` for display.
+    ``progress`` is an optional callable ``(step, total, metrics)`` for display. Raises
+    ``Diverged`` on a non-finite loss, after keeping the best checkpoint of the epochs before.
     """
+    n = len(data.train)
+    if n == 0 or len(data.val) == 0:
+        raise BitsmithError(f"data set {data.name!r} has an empty {'training' if n == 0 else 'validation'} "
+                            f"split; give more rows")
     gen = seed_everything(seed)
     model.to(device).train()
     opt = make_optimizer(model, optimizer, learning_rate, weight_decay)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
-    n = len(y_all)
     # A last batch of one sample breaks BatchNorm in training mode: fold it into the previous one.
     per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
     total = per_epoch * max_epochs if max_steps is None else min(per_epoch * max_epochs, max_steps)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if scheduler == "cosine" else None
     result = FitResult(None, None)
     best, best_state, info = math.inf, None, {}
+    diverged = ""  # what went non-finite, and when
     step = 0
     start = time.perf_counter()
     try:
@@ -108,8 +140,16 @@ def fit(model: nn.Module, data: DataSplits, *, max_epochs: int, batch_size: int,
                 if step >= total:
                     break
             result.samples += seen
+            # Checked once per epoch: a per-step check would sync the device every step.
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                diverged = f"training diverged in epoch {epoch + 1} (by step {step}): training loss {train_loss}"
+                break
             val = evaluate(model, data.val, device)
-            row = {"epoch": epoch + 1, "loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
+            if not math.isfinite(val["loss"]):
+                diverged = f"training diverged in epoch {epoch + 1} (by step {step}): validation loss {val['loss']}"
+                break
+            row = {"epoch": epoch + 1, "loss": train_loss, "accuracy": correct.item() / seen,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
             result.history.append(row)
             if progress is not None:
@@ -123,8 +163,17 @@ def fit(model: nn.Module, data: DataSplits, *, max_epochs: int, batch_size: int,
                 break
     finally:
         if out_dir is not None and best_state is not None:
-            result.last_path = save_checkpoint(out_dir / "last.ckpt", model.state_dict(), info)
+            # Never write NaN weights (nor over an older run's checkpoint): skip last.ckpt then.
+            if not diverged and finite_weights(model):
+                result.last_path = save_checkpoint(out_dir / "last.ckpt", model.state_dict(), info)
             result.best_path = save_checkpoint(out_dir / "best.ckpt", *best_state)
     result.seconds = time.perf_counter() - start
     result.steps = step
+    if diverged:
+        kept = ""
+        if result.best_path is not None:
+            kept = f"\nkept the best checkpoint from epoch {best_state[1]['epoch']} at {result.best_path}"
+        elif out_dir is not None:
+            kept = "\nno epoch ended with finite losses, so no checkpoint was written"
+        raise Diverged(f"{diverged}; lower --learning-rate / learning_rate (now {learning_rate:g}){kept}")
     return result

@@ -100,7 +100,7 @@ def test_checkpoint_mistakes(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(before[: len(before) // 2])
     code, _, err = cli(capsys, "test", "--load", str(corrupt))
-    assert code == 2 and "cannot read checkpoint" in err
+    assert code == 2 and "is damaged" in err
     assert best.read_bytes() == before  # nothing already written is touched
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bitsmith.data._base import DataSplits, Split
-from bitsmith.errors import unknown_name
+from bitsmith.errors import BitsmithError, unknown_name
 
 DATASETS: dict[str, Callable[..., DataSplits]] = {}
 
 
-def register_dataset(name: str) -> Callable:
-    """Decorator: make ``loader(data_path=None) -> DataSplits`` known as ``name``."""
+def register_dataset(name: str, reads_file: bool = False) -> Callable:
+    """Decorator: make ``loader(data_path=None) -> DataSplits`` known as ``name``.
+
+    ``reads_file``: whether the loader reads a local file given as ``data_path``.
+    """
 
     def add(loader: Callable[..., DataSplits]) -> Callable[..., DataSplits]:
+        loader.reads_file = reads_file  # on the loader itself, so it cannot drift from the registry
         DATASETS[name] = loader
         return loader
 
@@ -28,7 +32,12 @@ def get_dataset(name: str, data_path: str | None = None) -> DataSplits:
     """Load a registered data set (from its processed cache when it has one)."""
     if name not in DATASETS:
         raise unknown_name("data set", name, DATASETS)
-    return DATASETS[name](data_path=data_path)
+    loader = DATASETS[name]
+    if data_path and not getattr(loader, "reads_file", False):
+        readers = sorted(n for n, f in DATASETS.items() if getattr(f, "reads_file", False))
+        raise BitsmithError(f"data set {name!r} reads no file; drop --data-path / data_path "
+                            f"(data sets that read a file: {', '.join(readers) or 'none'})")
+    return loader(data_path=data_path)
 
 
 # Importing the modules registers their data sets.

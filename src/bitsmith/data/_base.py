@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,15 @@ def cache_key(source: str, recipe: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def split_and_scale(x: np.ndarray, y: np.ndarray, recipe: dict = RECIPE) -> dict[str, np.ndarray]:
+def split_sizes(n: int, recipe: dict = RECIPE) -> dict[str, int]:
+    """Rows per split for ``n`` rows, rounded as scikit-learn's train_test_split does."""
+    n_test = math.ceil(recipe["test_size"] * n)
+    n_val = math.ceil(recipe["val_size"] * (n - n_test))
+    return {"train": n - n_test - n_val, "val": n_val, "test": n_test}
+
+
+def split_and_scale(x: np.ndarray, y: np.ndarray, recipe: dict = RECIPE,
+                    class_names: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Deduplicate rows, split train/val/test, fit the scaler on train only."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -77,9 +86,18 @@ def split_and_scale(x: np.ndarray, y: np.ndarray, recipe: dict = RECIPE) -> dict
         _, keep = np.unique(rows, axis=0, return_index=True)
         keep.sort()  # keep the file's order so the split matches other tools'
         x, y = x[keep], y[keep]
+    classes = np.unique(y)
+    if len(classes) == 1:
+        label = class_names[classes[0]] if classes[0] < len(class_names) else classes[0]
+        raise BitsmithError(f"every row is of class {str(label)!r}: training a classifier needs rows of "
+                            f"at least two classes; give the full data set, not one class of it")
     if len(y) < MIN_ROWS:
         raise BitsmithError(f"only {len(y)} distinct rows: too few to split into train/val/test "
                             f"(at least {MIN_ROWS}); give the full data set")
+    empty = [name for name, size in split_sizes(len(y), recipe).items() if size <= 0]
+    if empty:
+        raise BitsmithError(f"{len(y)} distinct rows leave the {' and '.join(empty)} split empty "
+                            f"(test_size {recipe['test_size']}, val_size {recipe['val_size']}); give more rows")
     seed = recipe["random_state"]
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=recipe["test_size"], random_state=seed)
     x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=recipe["val_size"], random_state=seed)

@@ -33,6 +33,27 @@ CLASS_NAMES = ("g", "q", "t", "w", "z")
 TARGET = "class"
 H5_FEATURES = tuple(f"j_{f}" for f in FEATURES)
 H5_LABELS = tuple(f"j_{c}" for c in CLASS_NAMES)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# HDF5 files start with the signature, or hold it after a user block of 512, 1024, 2048... bytes.
+HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
+
+
+def is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        for offset in HDF5_OFFSETS:
+            f.seek(offset)
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+    return False
+
+
+def one_line(e: Exception) -> str:
+    """A library error as one line: PyTables puts HDF5's whole back trace into its messages."""
+    trace = getattr(e, "h5backtrace", None)
+    if trace:
+        return str(trace[-1][-1])  # the innermost cause, e.g. "truncated file: eof = ..."
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else "no details"
 
 
 def read_frame(path: Path):
@@ -46,6 +67,10 @@ def read_frame(path: Path):
         if suffixes.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         if suffixes.endswith((".h5", ".hdf5", ".hdf", ".z")):
+            # Checked first: HDF5's own error for a file of another kind is a 20-line back trace.
+            if not is_hdf5(path):
+                raise BitsmithError(f"{path} is not an HDF5 file (no HDF5 signature); give the JSC file "
+                                    f"as .csv, .parquet or a pandas HDF5 file (.h5/.z)")
             with pd.HDFStore(path, mode="r") as store:
                 keys = [k.lstrip("/") for k in store.keys()]
                 key = HDF5_KEY if HDF5_KEY in keys else (keys[0] if len(keys) == 1 else None)
@@ -57,8 +82,31 @@ def read_frame(path: Path):
     except BitsmithError:
         raise
     except Exception as e:  # pandas raises many types for unreadable files
-        raise BitsmithError(f"cannot read JSC file {path}: {type(e).__name__}: {e}") from None
+        raise BitsmithError(f"cannot read JSC file {path}: {type(e).__name__}: {one_line(e)}") from None
     raise BitsmithError(f"{path}: unknown file type {suffixes or '(none)'}; use .csv, .parquet or .h5/.z")
+
+
+def where(path: Path, i: int) -> str:
+    """The file and data row ``i`` (0-based) as a person counts them; a CSV's line 1 is its header."""
+    line = f" (line {i + 2})" if ".csv" in "".join(path.suffixes).lower() else ""
+    return f"{path}: row {i + 1}{line}"
+
+
+def numbers(frame, columns: tuple[str, ...], path: Path) -> np.ndarray:
+    """``columns`` as float32; a cell that is not a number is named by row and column."""
+    import pandas as pd
+
+    try:
+        return frame[list(columns)].to_numpy(np.float32)
+    except (ValueError, TypeError):
+        pass  # find the culprit; only failed conversions pay for this
+    for c in columns:
+        col = frame[c]
+        bad = (pd.to_numeric(col, errors="coerce").isna() & col.notna()).to_numpy()
+        if bad.any():
+            i = int(bad.argmax())
+            raise BitsmithError(f"{where(path, i)}, column {c!r} holds {str(col.iloc[i])[:40]!r}, not a number")
+    raise BitsmithError(f"{path}: columns {', '.join(columns)} cannot be read as numbers")
 
 
 def frame_to_arrays(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -67,18 +115,25 @@ def frame_to_arrays(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
     openml_missing = [c for c in (*FEATURES, TARGET) if c not in cols]
     h5_missing = [c for c in (*H5_FEATURES, *H5_LABELS) if c not in cols]
     if not openml_missing:
-        x = frame[list(FEATURES)].to_numpy(np.float32)
+        features = FEATURES
+        x = numbers(frame, FEATURES, path)
         labels = frame[TARGET].astype(str).str.strip().str.strip("b'\"").to_numpy()
+        known = np.isin(labels, CLASS_NAMES)
+        if not known.all():
+            i = int(known.argmin())
+            raise BitsmithError(f"{where(path, i)}, column 'class' holds {str(frame[TARGET].iloc[i])[:40]!r}, "
+                                f"not a JSC class label; expected one of {', '.join(CLASS_NAMES)}")
         index = {c: i for i, c in enumerate(CLASS_NAMES)}
-        bad = sorted(set(labels) - set(index))
-        if bad:
-            raise BitsmithError(f"{path}: column 'class' has labels {bad[:5]}; expected {list(CLASS_NAMES)}")
         y = np.array([index[v] for v in labels], dtype=np.int64)
     elif not h5_missing:
-        x = frame[list(H5_FEATURES)].to_numpy(np.float32)
-        onehot = frame[list(H5_LABELS)].to_numpy()
-        if not np.all(onehot.sum(axis=1) == 1):
-            raise BitsmithError(f"{path}: label columns {list(H5_LABELS)} are not one-hot in every row")
+        features = H5_FEATURES
+        x = numbers(frame, H5_FEATURES, path)
+        onehot = numbers(frame, H5_LABELS, path)
+        bad = ~np.all((onehot == 0) | (onehot == 1), axis=1) | (onehot.sum(axis=1) != 1)
+        if bad.any():
+            i = int(bad.argmax())
+            raise BitsmithError(f"{where(path, i)}: label columns {', '.join(H5_LABELS)} hold "
+                                f"{onehot[i].tolist()}, not one-hot (a single 1, the rest 0)")
         y = onehot.argmax(axis=1).astype(np.int64)
     else:
         missing, layout = ((openml_missing, "OpenML") if len(openml_missing) <= len(h5_missing)
@@ -86,15 +141,24 @@ def frame_to_arrays(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise BitsmithError(
             f"{path}: missing JSC columns for the {layout} layout: {', '.join(missing)}; "
             f"see the column list in the docs (docs/data.md)")
-    if not np.isfinite(x).all():
-        raise BitsmithError(f"{path}: features contain NaN or infinite values")
+    finite = np.isfinite(x)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise BitsmithError(f"{where(path, int(i))}, column {features[j]!r} holds {x[i, j]}, not a finite number "
+                            f"(an empty cell reads as nan); fix or drop that row")
     return x, y
+
+
+def check_file(path: Path, shown: str) -> None:
+    if not path.is_file():
+        what = ("does not exist" if not path.exists() else
+                "is a directory, not a file" if path.is_dir() else "is not a regular file")
+        raise BitsmithError(f"JSC file {shown!r} {what}; check --data-path / data_path / ${ENV_PATH}")
 
 
 def read_jsc_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise BitsmithError(f"JSC file {str(path)!r} does not exist; check --data-path / data_path / ${ENV_PATH}")
+    check_file(path, str(path))
     return frame_to_arrays(read_frame(path), path)
 
 
@@ -115,13 +179,12 @@ def download_openml() -> tuple[np.ndarray, np.ndarray]:
     return frame_to_arrays(frame, Path(f"openml:{OPENML_ID}"))
 
 
-@register_dataset("jsc")
+@register_dataset("jsc", reads_file=True)
 def load_jsc(data_path: str | None = None) -> DataSplits:
     path = data_path or os.environ.get(ENV_PATH)
     if path:
         p = Path(path).expanduser().resolve()
-        if not p.is_file():
-            raise BitsmithError(f"JSC file {str(path)!r} does not exist; check --data-path / data_path / ${ENV_PATH}")
+        check_file(p, str(path))
         st = p.stat()
         source = f"file:{p}:{st.st_size}:{st.st_mtime_ns}"
         read = lambda: read_jsc_file(p)  # noqa: E731
@@ -131,7 +194,7 @@ def load_jsc(data_path: str | None = None) -> DataSplits:
 
     def build():
         x, y = read()
-        return split_and_scale(x, y), {"rows": int(len(x))}
+        return split_and_scale(x, y, class_names=CLASS_NAMES), {"rows": int(len(x))}
 
     arrays, _ = cached("jsc", source, build)
     return to_splits("jsc", arrays, (len(FEATURES),), CLASS_NAMES, source)

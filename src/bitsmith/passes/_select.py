@@ -1,9 +1,14 @@
-"""Matching a pass's config tables to nodes: by layer type, node name or regex."""
+"""Matching per-layer tables to nodes: by layer type, node name or regex.
+
+A key that matches nothing is ignored, as MASE ignores it (its published files
+carry type-keyed tables in by-name files and the reverse); the caller warns,
+or refuses under ``--strict``, with the message ``unmatched`` builds.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterable
 
 from bitsmith.errors import BitsmithError, closest
 from bitsmith.graph import Graph
@@ -11,61 +16,58 @@ from bitsmith.graph import Graph
 BY = ("type", "name", "regex_name")
 
 
-def _names(graph: Graph) -> list[str]:
+def module_nodes(graph: Graph) -> list[str]:
     return [n for n, i in graph.nodes.items() if i.op == "call_module"]
 
 
-def check_node_name(graph: Graph, name: str, where: str) -> None:
-    if name not in graph.nodes:
-        modules = _names(graph)
-        near = closest(name, modules)
-        hint = f"did you mean {near!r}? " if near else ""
-        raise BitsmithError(f"{where}: no node named {name!r} in the graph; {hint}nodes: {', '.join(modules)}")
-
-
-def select(graph: Graph, tables: dict[str, Any], by: str, where: str) -> dict[str, tuple[str, Any]]:
-    """Node name -> (the table key that matched it, its value); unmatched nodes get ``default``.
+def select(graph: Graph, keys: Iterable[str], by: str, where: str) -> tuple[dict[str, str], list[str]]:
+    """Node name -> the key of the table that applies to it, and the keys that match no node.
 
     ``by = "type"``: keys are layer types (``linear``); ``"name"``: node names;
-    ``"regex_name"``: regular expressions matched against whole node names, first match wins.
+    ``"regex_name"``: regular expressions matched against whole node names,
+    first match wins. Nodes no key matches get ``default`` when there is one.
     """
-    if by not in BY:
-        raise BitsmithError(f"{where}: by = {by!r}; use one of {', '.join(BY)}")
-    keys = [k for k in tables if k != "default"]
-    if by == "name":
-        for key in keys:
-            check_node_name(graph, key, where)
-    elif by == "regex_name":
-        patterns = {}
-        for key in keys:
+    keys = list(keys)
+    named = [k for k in keys if k != "default"]
+    patterns = {}
+    if by == "regex_name":
+        for key in named:
             try:
                 patterns[key] = re.compile(key)
             except re.error as e:
-                raise BitsmithError(f"{where}: {key!r} is not a valid regular expression ({e})") from None
-    out = {}
-    for name in _names(graph):
-        info = graph.nodes[name]
+                raise BitsmithError(f"[{where}.{key}]: not a valid regular expression ({e})") from None
+    # MASE spells some types with an underscore (batch_norm2d); bitsmith's are class names (batchnorm2d).
+    types = {k.replace("_", ""): k for k in named} if by == "type" else {}
+    chosen: dict[str, str] = {}
+    used: set[str] = set()
+    for name in module_nodes(graph):
         if by == "type":
-            key = info.kind if info.kind in tables else "default"
+            key = types.get(graph.nodes[name].kind)
         elif by == "name":
-            key = name if name in tables else "default"
+            key = name if name in named else None
         else:
-            key = next((k for k in keys if patterns[k].fullmatch(name)), "default")
-        if key in tables:
-            out[name] = (key, tables[key])
-    return out
+            key = next((k for k in named if patterns[k].fullmatch(name)), None)
+        if key is not None:
+            used.add(key)
+        elif "default" in keys:
+            key = "default"
+        if key is not None:
+            chosen[name] = key
+    return chosen, [k for k in named if k not in used]
 
 
-def split_tables(config: dict[str, Any], scalar_keys: set[str], where: str) -> dict[str, Any]:
-    """The per-layer ``[<pass>.<key>.config]`` tables of a pass config; checks the scalar keys."""
-    from bitsmith.config import unknown_key_message
-
-    tables = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            if "config" not in value or not isinstance(value["config"], dict) or len(value) != 1:
-                raise BitsmithError(f"{where}.{key}: expected a table [{where}.{key}.config]")
-            tables[key] = value["config"]
-        elif key not in scalar_keys:
-            raise BitsmithError(unknown_key_message(key, scalar_keys, where))
-    return tables
+def unmatched(graph: Graph, key: str, by: str, where: str) -> str:
+    """One line: the key matched nothing, is ignored, and the likely fix."""
+    names = module_nodes(graph)
+    kinds = sorted({graph.nodes[n].kind for n in names})
+    if by == "name" and key in kinds:
+        hint = f"{key!r} is a layer type: tables keyed by type need by = \"type\""
+    elif by == "type" and key in names:
+        hint = f"{key!r} is a node name: tables keyed by node need by = \"name\""
+    else:
+        pool = kinds if by == "type" else names
+        near = closest(key, pool)
+        hint = (f"did you mean {near!r}?" if near else
+                f"this model's {'layer types' if by == 'type' else 'nodes'}: {', '.join(pool)}")
+    what = {"type": "layer type", "name": "node", "regex_name": "node name"}[by]
+    return f"[{where}.{key}] matches no {what} of this model (by = \"{by}\") and is ignored; {hint}"

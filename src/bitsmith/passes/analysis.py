@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
+from bitsmith.config import Table
 from bitsmith.graph import Graph, NodeInfo, numel
+from bitsmith.passes import NoSettings, parse_pass, register_pass
 
 FLOAT_BITS = 32
 _ELEMENTWISE = {"relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "hardtanh", "silu"}
@@ -52,7 +56,7 @@ def analyze(graph: Graph) -> dict[str, Any]:
 
     per_node: dict[str, dict[str, Any]] = {}
     tot = {"params": 0, "macs": 0, "flops": 0, "bops": 0, "weight_bits": 0, "bias_bits": 0,
-           "other_param_bits": 0, "activation_bits": 0, "activation_elems": 0}
+           "other_param_bits": 0, "activation_bits": 0, "activation_elems": 0, "qweight_bits": 0, "qweight_elems": 0}
     for name, info in graph.nodes.items():
         if info.op != "call_module":
             continue
@@ -77,6 +81,9 @@ def analyze(graph: Graph) -> dict[str, Any]:
                     "activation_bits"):
             tot[key] += row[key]
         tot["activation_elems"] += in_elems
+        if w is not None and "weight" in fmts:  # MASE's average: quantized weights only
+            tot["qweight_bits"] += w_bits
+            tot["qweight_elems"] += w.numel()
     param_bits = tot["weight_bits"] + tot["bias_bits"] + tot["other_param_bits"]
     avg_w = param_bits / tot["params"] if tot["params"] else float(FLOAT_BITS)
     avg_a = tot["activation_bits"] / tot["activation_elems"] if tot["activation_elems"] else float(FLOAT_BITS)
@@ -86,6 +93,8 @@ def analyze(graph: Graph) -> dict[str, Any]:
         "activation_bits": tot["activation_bits"],
         "model_size": param_bits / 8,  # bytes, bit-accurate
         "average_bitwidth": avg_w, "average_activation_bitwidth": avg_a,
+        "average_linear_weight_bitwidth": (tot["qweight_bits"] / tot["qweight_elems"] if tot["qweight_elems"]
+                                           else float(FLOAT_BITS)),
     }
     return {"nodes": per_node, "totals": totals}
 
@@ -94,20 +103,29 @@ def memory_density(average_bitwidth: float, compare_to: float = FLOAT_BITS) -> f
     return compare_to / average_bitwidth
 
 
+class BitsSettings(Table):
+    """``[passes.bits]``: memory density is ``compare_to / average_bitwidth``."""
+
+    compare_to: float = Field(FLOAT_BITS, gt=0, allow_inf_nan=False)
+
+
+@register_pass("params", NoSettings)
 def count_params(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
     a = analyze(graph)
     return graph, {"params": a["totals"]["params"], "nodes": {k: v["params"] for k, v in a["nodes"].items()}}
 
 
+@register_pass("flops", NoSettings)
 def count_flops(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
     a = analyze(graph)
     return graph, {"flops": a["totals"]["flops"], "macs": a["totals"]["macs"],
                    "nodes": {k: {"flops": v["flops"], "macs": v["macs"]} for k, v in a["nodes"].items()}}
 
 
-def count_bits(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
+@register_pass("bits", BitsSettings)
+def count_bits(graph: Graph, config: Any = None) -> tuple[Graph, dict[str, Any]]:
     """Bit-accurate memory, average bit widths and memory density (``compare_to`` bits, default 32)."""
-    compare_to = (config or {}).get("compare_to", FLOAT_BITS)
+    compare_to = parse_pass("bits", config or {}).compare_to
     a = analyze(graph)
     t = a["totals"]
     keys = ("weight_bits", "bias_bits", "param_bits", "activation_bits", "model_size", "average_bitwidth",
@@ -117,6 +135,7 @@ def count_bits(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[st
                                                    "activation_bits")} for k, v in a["nodes"].items()}}
 
 
+@register_pass("bops", NoSettings)
 def count_bops(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
     a = analyze(graph)
     return graph, {"bops": a["totals"]["bops"], "nodes": {k: v["bops"] for k, v in a["nodes"].items()}}

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.config import check_keys
+from bitsmith.config import MAX_SEED, Table
 from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.graph import Graph, ShapeError, numel, with_modules
-from bitsmith.passes._select import select, split_tables
+from bitsmith.passes import layer_tables, parse_pass, register_pass
+from bitsmith.passes._select import select, unmatched
 from bitsmith.quant import float_type, quantized_copy
 
-PASS_KEYS = {"by", "init", "mode", "seed"}
-FACTOR_KEYS = {"name", "channel_multiplier", "channel_multiplier_input", "channel_multiplier_output"}
-NAMES = ("output_only", "input_only", "both", "inplace")
 WIDTHFUL = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 CARRY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardtanh, nn.Dropout,
@@ -39,36 +38,68 @@ CARRY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU,
          nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 CARRY_FUNCTIONS = {F.relu, torch.relu, F.dropout, torch.sigmoid, torch.tanh, F.gelu, operator.getitem}
 FLATTEN_FUNCTIONS = {torch.flatten}
+MAX_FACTOR = 1024
+# bitsmith is for small networks: a widened model above this many parameters is
+# refused before anything is allocated (about 400 MB of float32 weights).
+MAX_PARAMS = 100_000_000
 
 
-def _factor(cfg: dict, key: str, where: str) -> int | None:
-    value = cfg.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BitsmithError(f"{where}: {key} = {value!r} must be a positive integer (1, 2, 4, ...)")
-    return value
+def _factor():
+    return Field(None, ge=1, le=MAX_FACTOR)
 
 
-def parse_factors(cfg: dict[str, Any], where: str) -> tuple[str | None, int, int]:
-    """A node's table -> (name, input factor, output factor)."""
-    check_keys(cfg, FACTOR_KEYS, where)
-    name = cfg.get("name")
-    if name is None or name == "inplace":
-        return name, 1, 1  # a ReLU entry in existing files; it has no width to change
-    if name not in NAMES:
-        raise BitsmithError(f"{where}: name = {name!r}; use one of {', '.join(NAMES)} or \"NA\"")
-    m = _factor(cfg, "channel_multiplier", where)
-    m_in = _factor(cfg, "channel_multiplier_input", where)
-    m_out = _factor(cfg, "channel_multiplier_output", where)
-    if name == "both":
-        if m is None and m_in is None and m_out is None:
-            raise BitsmithError(f"{where}: name = \"both\" needs channel_multiplier, or "
-                                "channel_multiplier_input and channel_multiplier_output")
-        return name, m_in or m or 1, m_out or m or 1
-    if m is None:
-        raise BitsmithError(f"{where}: name = {name!r} needs channel_multiplier (a positive integer)")
-    return (name, 1, m) if name == "output_only" else (name, m, 1)
+class ChannelSettings(Table):
+    """``[passes.channel_multiply]``'s own keys."""
+
+    by: Literal["name", "type", "regex_name"] = "name"
+    init: Literal["preserve", "random"] = "preserve"
+    mode: Literal["strict", "auto"] = "strict"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class ChannelLayer(Table):
+    """``[passes.channel_multiply.<node>.config]``: how one node's widths change."""
+
+    name: Literal["output_only", "input_only", "both", "inplace"] | None = None
+    channel_multiplier: int | None = _factor()
+    channel_multiplier_input: int | None = _factor()
+    channel_multiplier_output: int | None = _factor()
+
+    @model_validator(mode="after")
+    def _needs_factors(self):
+        given = (self.channel_multiplier, self.channel_multiplier_input, self.channel_multiplier_output)
+        if self.name == "both" and all(m is None for m in given):
+            raise ValueError("name = \"both\" needs channel_multiplier, or channel_multiplier_input and "
+                             "channel_multiplier_output")
+        if self.name in ("output_only", "input_only") and self.channel_multiplier is None:
+            raise ValueError(f"name = {self.name!r} needs channel_multiplier (a positive integer)")
+        return self
+
+    @property
+    def widens(self) -> bool:
+        return self.name in ("output_only", "input_only", "both")
+
+    @property
+    def inert(self) -> bool:
+        """Leaves the layer as it is ("NA", or a ReLU's "inplace" in existing files)."""
+        return not self.widens
+
+    @staticmethod
+    def reaches(module) -> bool:
+        """Whether a broad table (default, by type, by regex) applies to ``module``."""
+        return isinstance(module, WIDTHFUL)
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        """(input factor, output factor); a ReLU's "inplace" entry has no width to change."""
+        m = self.channel_multiplier
+        if self.name == "both":
+            return self.channel_multiplier_input or m or 1, self.channel_multiplier_output or m or 1
+        if self.name == "output_only":
+            return 1, m or 1
+        if self.name == "input_only":
+            return m or 1, 1
+        return 1, 1
 
 
 @dataclass
@@ -134,35 +165,32 @@ def _widen_norm(module: nn.Module, mapping: torch.Tensor, preserve: bool) -> nn.
     return new
 
 
-def channel_multiply_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
+@register_pass("channel_multiply", ChannelSettings, ChannelLayer)
+def channel_multiply_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
     """Multiply layer widths per node; returns the consistent, re-annotated graph."""
     where = "passes.channel_multiply"
-    tables = split_tables(config, PASS_KEYS, where)
-    init = config.get("init", "preserve")
-    mode = config.get("mode", "strict")
-    if init not in ("preserve", "random"):
-        raise BitsmithError(f"{where}: init = {init!r}; use \"preserve\" or \"random\"")
-    if mode not in ("strict", "auto"):
-        raise BitsmithError(f"{where}: mode = {mode!r}; use \"strict\" or \"auto\"")
-    by = config.get("by", "name")
+    cfg = parse_pass("channel_multiply", config)
+    tables = layer_tables(cfg)
+    init, mode = cfg.init, cfg.mode
+    chosen, missed = select(graph, tables, cfg.by, where)
     factors: dict[str, tuple[int, int]] = {}
-    for name, (key, cfg) in select(graph, tables, by, where).items():
-        table = f"{where}.{key}.config"
-        label, m_in, m_out = parse_factors(cfg, table)
+    for name, key in chosen.items():
+        table = tables[key]
         module = graph.module(name)
-        if label in ("output_only", "input_only", "both") and not isinstance(module, WIDTHFUL):
-            if key == "default":
-                continue  # the default only reaches layers that have a width
-            raise BitsmithError(f"{table}: node {name!r} is a {type(module).__name__}, which has no width to "
-                                "multiply; widths belong to Linear and Conv2d nodes (name = \"inplace\" is accepted on a ReLU)")
-        factors[name] = (m_in, m_out)
+        if table.widens and not isinstance(module, WIDTHFUL):
+            if key == "default" or cfg.by != "name":
+                continue  # broad selectors only reach layers that have a width
+            raise BitsmithError(f"[{where}.{key}.config]: node {name!r} is a {type(module).__name__}, which has "
+                                "no width to multiply; widths belong to Linear and Conv2d nodes")
+        factors[name] = table.factors
+    _check_size(graph, factors, where)
 
     preserve = init == "preserve"
     widths: dict[str, _Width] = {}
     replacements: dict[str, nn.Module] = {}
     report: dict[str, dict[str, int]] = {}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.get("seed", 0)))
+        torch.manual_seed(cfg.seed)
         for node in graph.gm.graph.nodes:
             info = graph.nodes[node.name]
             inputs = [widths[a.name] for a in node.all_input_nodes if a.name in widths]
@@ -204,7 +232,30 @@ def channel_multiply_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, 
         new = with_modules(graph, replacements, reshape=True)
     except ShapeError as e:
         raise CandidateError(f"{where}: the widened graph does not run: {e}") from None
-    return new, {"widths": report, "init": init, "mode": mode}
+    return new, {"widths": report, "init": init, "mode": mode,
+                 "ignored": [unmatched(graph, k, cfg.by, where) for k in missed]}
+
+
+def _check_size(graph: Graph, factors: dict[str, tuple[int, int]], where: str) -> None:
+    """Refuse a widened model too large to build, before allocating it (an upper bound: every
+    consumer is assumed to follow its producer's widening, as mode = "auto" would)."""
+    if not factors:
+        return
+    total = 0
+    for name in graph.nodes:
+        info = graph.nodes[name]
+        if info.op != "call_module":
+            continue
+        module = graph.module(name)
+        if isinstance(module, WIDTHFUL):
+            m_in, m_out = factors.get(name, (1, 1))
+            grow = max(m_in, max((factors.get(p, (1, 1))[1] for p in factors), default=1))
+            total += module.weight.numel() * grow * m_out
+        else:
+            total += info.params * max(f[1] for f in factors.values())
+    if total > MAX_PARAMS:
+        raise CandidateError(f"{where}: the widened model would have about {total:,} parameters, more than "
+                             f"bitsmith builds ({MAX_PARAMS:,}); use smaller channel multipliers")
 
 
 def _width_layer(name, module, inp, factor, mode, preserve, replacements, report, target, where) -> _Width:

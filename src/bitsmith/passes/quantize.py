@@ -2,62 +2,101 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from bitsmith.config import check_keys
+from pydantic import Field
+
+from bitsmith.config import Table
 from bitsmith.errors import BitsmithError
 from bitsmith.graph import Graph, with_modules
-from bitsmith.passes._select import select, split_tables
-from bitsmith.quant import NEEDS, QUANTIZED, IntegerConfig, dequantized_copy, float_type, parse_fixed, quantized_copy
+from bitsmith.passes import layer_tables, parse_pass, register_pass
+from bitsmith.passes._select import select, unmatched
+from bitsmith.quant import (NEEDS, QUANTIZED, UNSIGNED_INPUT, IntegerConfig, dequantized_copy, fixed, float_type,
+                            quantized_copy)
 
-PASS_KEYS = {"by"}
-INTEGER_KEYS = {"name", "data_in_width", "data_in_frac_width", "weight_width", "weight_frac_width",
-                "bias_width", "bias_frac_width", "bypass"}
-KNOWN_TYPES = {t.__name__.lower() for t in QUANTIZED}
+MAX_WIDTH = 32
+MAX_FRAC = 64  # |frac| beyond this leaves nothing of float32's exponent range worth quantizing to
+KNOWN_TYPES = frozenset(t.__name__.lower() for t in QUANTIZED)
 
 
-def parse_layer_config(cfg: Any, base: type, where: str) -> IntegerConfig | None:
+
+def _width():
+    return Field(None, ge=1, le=MAX_WIDTH)
+
+
+def _frac():
+    return Field(None, ge=-MAX_FRAC, le=MAX_FRAC)
+
+
+class QuantizeSettings(Table):
+    """``[passes.quantize]``'s own keys."""
+
+    by: Literal["type", "name", "regex_name"] = "type"
+    report: bool | None = None  # MASE prints a summary with it; bitsmith's transform always reports
+
+
+class IntegerLayer(Table):
+    """``[passes.quantize.<type or node>.config]``. "NA" fractions mean ``width // 2``."""
+
+    name: Literal["integer"] | None = None
+    data_in_width: int | None = _width()
+    data_in_frac_width: int | None = _frac()
+    weight_width: int | None = _width()
+    weight_frac_width: int | None = _frac()
+    bias_width: int | None = _width()
+    bias_frac_width: int | None = _frac()
+    bypass: bool = False  # MASE: leave the layer in float
+
+    @property
+    def inert(self) -> bool:
+        """Leaves the layer as it is."""
+        return self.name is None or self.bypass
+
+    @staticmethod
+    def reaches(module) -> bool:
+        """Whether a broad table (default, by type, by regex) applies to ``module``."""
+        return float_type(module) in QUANTIZED
+
+
+def layer_config(cfg: IntegerLayer, base: type, where: str) -> IntegerConfig | None:
     """One layer's table -> its formats (None: leave the layer as it is)."""
-    if not isinstance(cfg, dict):
-        raise BitsmithError(f"{where}: expected a table with name = \"integer\" or \"NA\", got {cfg!r}")
-    check_keys(cfg, INTEGER_KEYS, where)
-    name = cfg.get("name")
-    if name is None:
+    if cfg.name is None or cfg.bypass:
         return None
-    if name != "integer":
-        raise BitsmithError(f"{where}: name = {name!r}; the supported formats are \"integer\" "
-                            "(signed fixed point) and \"NA\" (leave the layer as it is)")
-    parts = NEEDS[base]
-    fmts = {p: parse_fixed(cfg, p, where) for p in parts}
+    fmts = {}
+    for part in NEEDS[base]:
+        width = getattr(cfg, f"{part}_width")
+        if width is None:
+            raise BitsmithError(f"[{where}] name = \"integer\" on a {base.__name__} needs {part}_width "
+                                f"(1 to {MAX_WIDTH} bits)")
+        signed = not (part == "data_in" and base in UNSIGNED_INPUT)
+        fmts[part] = fixed(width, getattr(cfg, f"{part}_frac_width"), signed)
     return IntegerConfig(**fmts)
 
 
-def quantize_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
+@register_pass("quantize", QuantizeSettings, IntegerLayer)
+def quantize_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
     """Replace Linear, Conv2d and ReLU modules by fixed-point ones, per the config.
 
     ``config``: ``by`` ("type" | "name" | "regex_name"), a ``default`` table and
-    one table per type, name or pattern, each ``{"config": {...}}``.
+    one table per type, name or pattern, each ``{"config": {...}}``. Keys that
+    match no node are ignored and listed in ``info["ignored"]``.
     """
+    cfg = parse_pass("quantize", config)
+    tables = layer_tables(cfg)
     where = "passes.quantize"
-    tables = split_tables(config, PASS_KEYS, where)
-    by = config.get("by", "type")
-    if by == "type":
-        for key in tables:
-            if key != "default" and key not in KNOWN_TYPES:
-                raise BitsmithError(f"{where}: cannot quantize layers of type {key!r}; quantizable types: "
-                                    f"{', '.join(sorted(KNOWN_TYPES))} (or key the table by node name with by = \"name\")")
+    chosen, missed = select(graph, tables, cfg.by, where)
     replacements, summary = {}, {}
-    for name, (key, cfg) in select(graph, tables, by, where).items():
+    for name, key in chosen.items():
         info = graph.nodes[name]
         module = graph.gm.get_submodule(info.target)
         base = float_type(module)
-        table = f"{where}.{key}.config"
+        table = tables[key]
         if base not in QUANTIZED:
-            if key == "default" or by == "regex_name" or cfg.get("name") is None:
+            if key == "default" or cfg.by == "regex_name" or table.name is None:
                 continue  # broad selectors only reach what they can quantize; "NA" leaves anything alone
-            raise BitsmithError(f"{table}: node {name!r} is a {base.__name__}, which cannot be quantized; "
-                                f"quantizable types: {', '.join(t.__name__ for t in QUANTIZED)}")
-        qcfg = parse_layer_config(cfg, base, table)
+            raise BitsmithError(f"[{where}.{key}.config]: node {name!r} is a {base.__name__}, which cannot be "
+                                f"quantized; quantizable types: {', '.join(t.__name__ for t in QUANTIZED)}")
+        qcfg = layer_config(table, base, f"{where}.{key}.config")
         if qcfg is None:
             plain = dequantized_copy(module)
             if plain is not module:  # "NA" on an already quantized layer returns it to float
@@ -66,7 +105,7 @@ def quantize_pass(graph: Graph, config: dict[str, Any]) -> tuple[Graph, dict[str
         replacements[info.target] = quantized_copy(module, qcfg)
         summary[name] = qcfg.as_dict()
     new = with_modules(graph, replacements, reshape=False)
-    return new, {"quantized": summary, "table": quant_table(new)}
+    return new, {"quantized": summary, "ignored": [unmatched(graph, k, cfg.by, where) for k in missed]}
 
 
 def quant_table(graph: Graph) -> list[dict[str, Any]]:

@@ -6,11 +6,13 @@ from collections import Counter
 from typing import Any
 
 from bitsmith.graph import Graph
+from bitsmith.passes import NoSettings, register_pass
 from bitsmith.passes.analysis import analyze
 
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 
 
+@register_pass("report", NoSettings)
 def report_pass(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
     """A machine-readable report; ``render_report`` turns it into text."""
     counts = Counter(info.op for info in graph.nodes.values())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from rich.console import Console
@@ -17,31 +16,40 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     """Run (or resume) the search ``settings.search`` describes; write and print its results."""
     import optuna
 
+    with _optuna_quiet(optuna):
+        return _run_search(settings, storage, fresh, overrides, console)
+
+
+def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
+    import optuna
+
     from bitsmith.graph import trace
-    from bitsmith.jobs import make_console, prepare
+    from bitsmith.jobs import check_output_dir, make_console, prepare
     from bitsmith.search.config import parse_search
+    from bitsmith.search.runners import Context
     from bitsmith.search.samplers import make_sampler
     from bitsmith.search.spaces import build_space, check_space
     from bitsmith.search.storage import open_storage, resolve_study_name
     from bitsmith.search.study import Objective, Progress, config_hash
 
     console = console or make_console()
-    cfg = parse_search(settings.search, settings.seed, overrides)
+    cfg = parse_search(settings.search, settings.seed, overrides, settings.source)
+    notes = settings.notes
+    for warning in cfg.warnings:
+        notes.warn(warning)
+    out = settings.output_dir / "search"
+    check_output_dir(out)
     p = prepare(settings)
+    settings = p.settings
     console.print(f"search: model={settings.model} dataset={settings.dataset} sampler={cfg.sampler} "
                   f"n_trials={cfg.n_trials} seed={cfg.seed}"
                   + ("" if settings.load_name else " (no checkpoint: freshly initialised weights)"), highlight=False)
-    for warning in cfg.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    from bitsmith.search.runners import Context
-
     base = trace(p.model.eval(), p.data.in_shape)
-    space = build_space(base, cfg.space)
+    space = build_space(base, cfg.space, notes)
     check_space(base, space)
     objective = Objective(cfg, base, space, Context(p.data, p.device, cfg.seed))
     sampler = make_sampler(cfg.sampler, cfg.seed, objective.params)
 
-    out = settings.output_dir / "search"
     store, backend = open_storage(storage, out / "study.journal")
     name, exists = resolve_study_name(store, cfg.study_name or settings.project_name, fresh)
     digest = config_hash(settings, cfg, base)
@@ -85,7 +93,43 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
     if interrupted:
         console.print(f"interrupted: {summary['n_trials']} trials in the study; outputs written to {out}",
                       highlight=False)
+    elif not summary["best"]:
+        summary["failed"] = _no_design(study, console)
     return summary
+
+
+def _no_design(study, console) -> bool:
+    """Say why no trial gave a design (every one pruned, or infeasible); True when none completed."""
+    from collections import Counter
+
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        console.print(f"no feasible design: all {len(complete)} complete trials break a constraint "
+                      "(see trials.csv, column feasible)", highlight=False)
+        return False
+    reasons = Counter(t.user_attrs.get("pruned_reason", "unknown") for t in trials
+                      if t.state == optuna.trial.TrialState.PRUNED)
+    console.print(f"no trial completed: {sum(reasons.values())} pruned, for these reasons:", highlight=False)
+    for reason, n in reasons.most_common():
+        console.print(f"  {n} x {reason}", highlight=False, markup=False)
+    return True
+
+
+class _optuna_quiet:
+    """Optuna logs every trial at INFO; bitsmith reports trials itself. Restores the caller's level."""
+
+    def __init__(self, optuna):
+        self.logging = optuna.logging
+
+    def __enter__(self):
+        self.level = self.logging.get_verbosity()
+        self.logging.set_verbosity(self.logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logging.set_verbosity(self.level)
 
 
 def write_outputs(settings, cfg, study, objective, base, out, console, storage) -> dict[str, Any]:
@@ -104,7 +148,7 @@ def write_outputs(settings, cfg, study, objective, base, out, console, storage) 
     best = best_trials(study, cfg.directions)
     tests, entries = {}, []
     for t in best:
-        graph, passes = build_candidate(base, objective.space, t.params)
+        graph, passes = build_candidate(base, objective.space, t.params)  # a stored point: it built before
         graph, _, _ = objective.measure(graph)  # re-runs basic_train when configured (seeded: same weights)
         test = evaluate(graph.gm, objective.ctx.data.test, objective.ctx.device)
         tests[t.number] = test

@@ -1,24 +1,102 @@
 """The ``[search]`` tables -> a checked, typed description of one search.
 
-Everything that can be wrong with a search config is found here or when the
-space is built, before any trial runs.
+Everything that can be wrong with a search config without looking at the
+model is found here, once, before any trial: the schema of each table lives
+beside what reads it (runners declare their own settings, spaces derive
+theirs from the pass they drive), and this module puts them together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from bitsmith.config import check_keys
-from bitsmith.errors import BitsmithError
+from pydantic import Field, field_validator, model_validator
 
-SEARCH_KEYS = {"search_space", "strategy"}
-STRATEGY_KEYS = {"name", "eval_mode", "sw_runner", "hw_runner", "setup", "metrics", "constraints"}
-SETUP_KEYS = {"n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "model_parallel",
-              "seed", "study_name"}
-METRIC_KEYS = {"scale", "direction"}
-CONSTRAINT_KEYS = {"min", "max"}
-DIRECTIONS = ("maximize", "minimize")
+from bitsmith.config import MAX_SEED, Table, parse
+from bitsmith.errors import BitsmithError, closest
+
+Direction = Literal["maximize", "minimize"]
+MAX_TRIALS = 10_000_000
+
+
+class Setup(Table):
+    """``[search.strategy.setup]``."""
+
+    n_jobs: int = Field(1, ge=1, le=256)
+    n_trials: int = Field(20, ge=1, le=MAX_TRIALS)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds
+    sampler: str = "tpe"
+    sum_scaled_metrics: bool = False
+    direction: Direction = "maximize"
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)  # default: the top-level seed
+    study_name: str | None = None
+    # MASE keys with no meaning here (multi-GPU, its pickle checkpoints, runner style): accepted, unused.
+    model_parallel: bool = False
+    pkl_ckpt: str | None = None
+    save_every_n_trials: int | None = None
+    runner_style: str | None = None
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        from bitsmith.search.samplers import SAMPLERS, public_names
+
+        name = name.lower()  # MASE matches sampler names in any case ("TPE")
+        if name not in SAMPLERS:
+            near = closest(name, public_names())
+            raise ValueError(f"a sampler name; {f'did you mean {near!r}? ' if near else ''}"
+                             f"known: {', '.join(public_names())}")
+        return name
+
+
+class MetricSpec(Table):
+    """``[search.strategy.metrics.<metric>]``: ``scaled value = scale * value``."""
+
+    scale: float = Field(1.0, allow_inf_nan=False)
+    direction: Direction = "maximize"
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, scale: float) -> float:
+        if scale == 0:
+            raise ValueError("a non-zero number (a scale of 0 makes the metric count for nothing; "
+                             "remove the metric instead)")
+        return scale
+
+
+class ConstraintSpec(Table):
+    """``[search.strategy.constraints.<metric>]`` (extension): a feasible range."""
+
+    min: float | None = Field(None, allow_inf_nan=False)
+    max: float | None = Field(None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs min and/or max, e.g. accuracy.min = 0.7")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min = {self.min} is above max = {self.max}: no value could satisfy it")
+        return self
+
+
+class Strategy(Table):
+    """``[search.strategy]``; each runner table is checked by its runner's own schema."""
+
+    name: Literal["optuna"] = "optuna"
+    eval_mode: bool = True  # MASE: evaluate in eval mode, which bitsmith always does
+    sw_runner: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    hw_runner: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    setup: Setup = Field(default_factory=Setup)
+    metrics: dict[str, MetricSpec] = Field(min_length=1)
+    constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
+
+
+class SearchTable(Table):
+    """``[search]``; the space is checked by the space module."""
+
+    search_space: dict[str, Any]
+    strategy: Strategy
 
 
 @dataclass(frozen=True)
@@ -43,118 +121,103 @@ class Constraint:
 
 @dataclass
 class SearchConfig:
-    space: dict[str, Any]
-    sampler: str = "tpe"
-    n_trials: int = 20
-    timeout: float | None = None
-    n_jobs: int = 1
-    seed: int = 0
-    sum_scaled_metrics: bool = False
-    direction: str = "maximize"
-    study_name: str | None = None
-    metrics: list[Metric] = field(default_factory=list)
-    constraints: list[Constraint] = field(default_factory=list)
-    sw_runners: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hw_runners: dict[str, dict[str, Any]] = field(default_factory=dict)
+    space: Any  # spaces.SpaceSpec
+    setup: Setup
+    seed: int
+    metrics: list[Metric]
+    constraints: list[Constraint]
+    runners: list[Any]  # runners.Runner instances, in the order they run
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sampler(self) -> str:
+        return self.setup.sampler
+
+    @property
+    def n_trials(self) -> int:
+        return self.setup.n_trials
+
+    @property
+    def n_jobs(self) -> int:
+        return self.setup.n_jobs
+
+    @property
+    def timeout(self) -> float | None:
+        return self.setup.timeout
+
+    @property
+    def study_name(self) -> str | None:
+        return self.setup.study_name
+
+    @property
+    def sum_scaled_metrics(self) -> bool:
+        return self.setup.sum_scaled_metrics
+
+    @property
+    def direction(self) -> str:
+        return self.setup.direction
 
     @property
     def directions(self) -> list[str]:
         return [self.direction] if self.sum_scaled_metrics else [m.direction for m in self.metrics]
 
-
-def _int(value: Any, where: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise BitsmithError(f"{where} = {value!r} must be an integer >= {low}")
-    return value
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BitsmithError(f"{where} = {value!r} must be a number")
-    return float(value)
+    def digest_data(self) -> dict[str, Any]:
+        """What a trial's measurements depend on, for the resume check."""
+        return {"space": self.space.digest_data(), "runners": [r.digest_data() for r in self.runners],
+                "metrics": [(m.name, m.scale, m.direction) for m in self.metrics], "directions": self.directions,
+                "constraints": [(c.metric, c.min, c.max) for c in self.constraints],
+                "sampler": self.sampler, "seed": self.seed}
 
 
-def _table(parent: dict[str, Any], key: str, where: str, required: bool = True) -> dict[str, Any]:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise BitsmithError(f"the config has no [{where}.{key}] table; see docs/search.md for the layout")
-        return {}
-    if not isinstance(value, dict):
-        raise BitsmithError(f"[{where}.{key}] must be a table, not {value!r}")
-    return value
-
-
-def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str, Any] | None = None) -> SearchConfig:
+def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str, Any] | None = None,
+                 source: str = "the config") -> SearchConfig:
     """Check the ``[search]`` tables; ``overrides`` are command-line flags (sampler, n_trials, ...)."""
+    from bitsmith.search.runners import make_runners, producer_of, produced
+    from bitsmith.search.samplers import SAMPLERS
+    from bitsmith.search.spaces import parse_space
+
     if not search:
         raise BitsmithError("search needs a [search] section in the config (search_space and strategy); "
                             "see configs/ for examples")
-    check_keys(search, SEARCH_KEYS, "[search]")
-    space = _table(search, "search_space", "search")
-    strategy = _table(search, "strategy", "search")
-    check_keys(strategy, STRATEGY_KEYS, "[search.strategy]")
-    if strategy.get("name", "optuna") != "optuna":
-        raise BitsmithError(f"[search.strategy] name = {strategy['name']!r}; the supported strategy is \"optuna\"")
-    setup = {**_table(strategy, "setup", "search.strategy", required=False),
-             **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    check_keys(setup, SETUP_KEYS, "[search.strategy.setup]")
-    w = "[search.strategy.setup]"
-    cfg = SearchConfig(space=space)
-    cfg.sampler = str(setup.get("sampler", "tpe"))
-    cfg.n_trials = _int(setup.get("n_trials", 20), f"{w} n_trials", 1)
-    cfg.n_jobs = _int(setup.get("n_jobs", 1), f"{w} n_jobs", 1)
-    if setup.get("timeout") is not None:
-        cfg.timeout = _number(setup["timeout"], f"{w} timeout")
-        if cfg.timeout <= 0:
-            raise BitsmithError(f"{w} timeout = {cfg.timeout} must be positive (seconds)")
-    cfg.seed = _int(setup.get("seed", top_seed), f"{w} seed", 0)
-    cfg.sum_scaled_metrics = bool(setup.get("sum_scaled_metrics", False))
-    cfg.direction = setup.get("direction", "maximize")
-    if cfg.direction not in DIRECTIONS:
-        raise BitsmithError(f"{w} direction = {cfg.direction!r}; use \"maximize\" or \"minimize\"")
-    cfg.study_name = setup.get("study_name")
-
-    cfg.sw_runners = _runners(strategy, "sw_runner")
-    cfg.hw_runners = _runners(strategy, "hw_runner")
-    metrics = _table(strategy, "metrics", "search.strategy")
-    if not metrics:
-        raise BitsmithError("[search.strategy.metrics] is empty; name at least one metric, e.g. accuracy.scale = 1.0")
-    for name, spec in metrics.items():
-        where = f"[search.strategy.metrics.{name}]"
-        if not isinstance(spec, dict):
-            raise BitsmithError(f"{where} must be a table with scale and direction, not {spec!r}")
-        check_keys(spec, METRIC_KEYS, where)
-        scale = _number(spec.get("scale", 1.0), f"{where} scale")
-        direction = spec.get("direction", "maximize")
-        if direction not in DIRECTIONS:
-            raise BitsmithError(f"{where} direction = {direction!r}; use \"maximize\" or \"minimize\"")
-        if cfg.sum_scaled_metrics and scale < 0:
-            if direction != cfg.direction:
-                cfg.warnings.append(
-                    f"metric {name}: negative scale and direction {direction!r} under a {cfg.direction!r} sum both "
-                    f"say 'flip the sign'; read as {direction} once (scale {abs(scale)})")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        strategy = dict(search.get("strategy") or {}) if isinstance(search.get("strategy"), dict) else {}
+        setup = strategy.get("setup") if isinstance(strategy.get("setup"), dict) else {}
+        search = {**search, "strategy": {**strategy, "setup": {**setup, **given}}}
+    table = parse(SearchTable, search, ("search",), source)
+    strategy = table.strategy
+    space = parse_space(table.search_space, source)
+    runners = make_runners(strategy.sw_runner, strategy.hw_runner, source)
+    available = produced(runners)
+    warnings = []
+    metrics = []
+    for name, spec in strategy.metrics.items():
+        scale, direction = spec.scale, spec.direction
+        if scale < 0 and strategy.setup.sum_scaled_metrics:
+            if direction != strategy.setup.direction:
+                warnings.append(
+                    f"metric {name}: negative scale and direction {direction!r} under a {strategy.setup.direction!r} "
+                    f"sum both say 'flip the sign'; read as {direction} once (scale {abs(scale)})")
             else:
                 direction = "minimize" if direction == "maximize" else "maximize"  # the old way of saying it
             scale = abs(scale)
-        cfg.metrics.append(Metric(name, scale, direction))
-    for name, spec in _table(strategy, "constraints", "search.strategy", required=False).items():
-        where = f"[search.strategy.constraints.{name}]"
-        if not isinstance(spec, dict) or not spec:
-            raise BitsmithError(f"{where} must be a table with min and/or max, e.g. {name}.min = 0.7")
-        check_keys(spec, CONSTRAINT_KEYS, where)
-        lo = _number(spec["min"], f"{where} min") if "min" in spec else None
-        hi = _number(spec["max"], f"{where} max") if "max" in spec else None
-        cfg.constraints.append(Constraint(name, lo, hi))
-    return cfg
-
-
-def _runners(strategy: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    table = _table(strategy, key, "search.strategy", required=False)
-    out = {}
-    for name, cfg in table.items():
-        if not isinstance(cfg, dict):
-            raise BitsmithError(f"[search.strategy.{key}.{name}] must be a table, not {cfg!r}")
-        out[name] = cfg
-    return out
+        elif scale < 0:
+            warnings.append(
+                f"metric {name}: scale {scale} with direction {direction!r} in a Pareto search "
+                f"{'minimizes' if direction == 'maximize' else 'maximizes'} {name}; "
+                f"use a positive scale and set direction instead")
+        metrics.append(Metric(name, scale, direction))
+    constraints = [Constraint(name, c.min, c.max) for name, c in strategy.constraints.items()]
+    for name in [*(m.name for m in metrics), *(c.metric for c in constraints)]:
+        if name not in available:
+            raise BitsmithError(
+                f"metric {name!r} in {source} is produced by no runner; the configured runners give "
+                f"{', '.join(sorted(available)) or 'nothing'} ({producer_of(name)})")
+    spec = SAMPLERS[strategy.setup.sampler]
+    objectives = 1 if strategy.setup.sum_scaled_metrics else len(metrics)
+    if objectives > 1 and not spec.multi_objective:
+        raise BitsmithError(f"sampler {strategy.setup.sampler!r} optimizes one objective, but this search has "
+                            f"{objectives} (sum_scaled_metrics = false); set sum_scaled_metrics = true or choose "
+                            "tpe, nsgaii, nsgaiii, random, qmc, gp or brute-force")
+    seed = strategy.setup.seed if strategy.setup.seed is not None else top_seed
+    return SearchConfig(space, strategy.setup, seed, metrics, constraints, runners, warnings)

@@ -70,13 +70,11 @@ def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, 
 
 
 def plot_history(trials, directions: list[str], names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend chosen, no global state touched
 
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig, axes = plt.subplots(len(directions), 1, figsize=(7, 2.6 * len(directions)), squeeze=False)
+    fig = Figure(figsize=(7, 2.6 * len(directions)))
+    axes = fig.subplots(len(directions), 1, squeeze=False)
     for i, (ax, direction) in enumerate(zip(axes[:, 0], directions)):
         xs = [t.number for t in done]
         ys = [t.values[i] for t in done]
@@ -92,22 +90,19 @@ def plot_history(trials, directions: list[str], names: list[str], path: Path) ->
     fig.suptitle("optimisation history")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_pareto(trials, best, x: str, y: str, path: Path) -> None:
     """The first two metrics of every complete trial, the chosen designs highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     def value(t, name):
         m = {**(t.user_attrs.get("software_metrics") or {}), **(t.user_attrs.get("hardware_metrics") or {})}
         return m.get(name)
 
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for feasible, style in ((True, dict(c="C0", label="trial")), (False, dict(c="C7", marker="x", label="infeasible"))):
         pts = [(value(t, x), value(t, y)) for t in done if is_feasible(t) == feasible]
         if pts:
@@ -121,4 +116,3 @@ def plot_pareto(trials, best, x: str, y: str, path: Path) -> None:
     ax.set_title("designs")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

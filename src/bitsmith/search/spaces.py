@@ -4,85 +4,148 @@ One mechanism serves every space: a ``SeedSpace`` matches seed tables to
 nodes (by name, type or regex, as the pass itself would), exposes every list of
 more than one value as a categorical parameter, and builds the pass config of a
 trial. Spaces differ only in the pass they drive; the joint space chains them.
+The schema of a seed table is derived from the schema of the pass's per-layer
+table, so a value a pass would refuse is refused here, before any trial.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from torch import nn
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
-from bitsmith.config import check_keys
+from bitsmith.config import Notes, Table, parse
 from bitsmith.errors import BitsmithError, CandidateError, unknown_name
 from bitsmith.graph import Graph
-from bitsmith.passes import get_pass
-from bitsmith.passes._select import check_node_name, select
-from bitsmith.passes.channels import FACTOR_KEYS, WIDTHFUL
-from bitsmith.passes.quantize import INTEGER_KEYS, KNOWN_TYPES
-from bitsmith.quant import QUANTIZED, float_type
+from bitsmith.passes import PASSES
+from bitsmith.passes._select import select, unmatched
 
 Choice = Any  # None, bool, int, float or str: what Optuna's categorical distribution takes
+# A choice list longer than this is almost surely a generated mistake; it would
+# also make the pre-check (one pass run per choice) slow.
+MAX_CHOICES = 1024
+
+SPACES = {
+    "graph/quantize/mixed_precision_ptq": "quantize",
+    "graph/channel_multiply/channel_multiplier": "channel_multiply",
+}
+JOINT = "graph/joint"
+JOINT_ORDER = ("channel_multiply", "quantize")  # widths first, then formats
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]  # a scalar is one fixed choice
+
+
+@functools.cache
+def choices_model(layer: type[Table]) -> type[Table]:
+    """The seed-table schema for a per-layer schema: each key a list of values that key accepts."""
+    fields = {}
+    for name, info in layer.model_fields.items():
+        item = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        fields[name] = (Annotated[list[item], BeforeValidator(_as_list),
+                                  Field(min_length=1, max_length=MAX_CHOICES)], None)
+    return create_model(f"{layer.__name__}Choices", __base__=Table, __module__=__name__, **fields)
+
+
+@functools.cache
+def part_model(pass_name: str) -> type[Table]:
+    """``{setup, seed}`` of a space that drives ``pass_name``."""
+    spec = PASSES[pass_name]
+    entry = create_model(f"{spec.layer.__name__}Seed", __base__=Table, __module__=__name__,
+                         config=(choices_model(spec.layer), ...))
+    # MASE's space setup also carries model_parallel (multi-GPU plumbing): accepted, unused.
+    setup = create_model(f"{spec.settings.__name__}Setup", __base__=spec.settings, __module__=__name__,
+                         model_parallel=(bool, False))
+    return create_model(f"{spec.settings.__name__}Space", __base__=Table, __module__=__name__,
+                        setup=(setup, Field(default_factory=setup)), seed=(dict[str, entry], Field(min_length=1)))
+
+
+@functools.cache
+def space_model(name: str) -> type[Table]:
+    if name in SPACES:
+        return create_model("SearchSpace", __base__=part_model(SPACES[name]), __module__=__name__, name=(str, ...))
+    parts = {p: (part_model(p) | None, None) for p in JOINT_ORDER}
+
+    def needs_a_part(self):
+        if all(getattr(self, p) is None for p in JOINT_ORDER):
+            raise ValueError(f"name = \"{JOINT}\" needs [search.search_space.channel_multiply] and/or "
+                             "[search.search_space.quantize] tables")
+        return self
+
+    return create_model("JointSearchSpace", __base__=Table, __module__=__name__, name=(str, ...),
+                        __validators__={"needs_a_part": model_validator(mode="after")(needs_a_part)}, **parts)
 
 
 @dataclass(frozen=True)
-class PassKind:
-    """What a space needs to know about the pass it drives."""
+class PartSpec:
+    """One pass's share of a space, checked but not yet matched to a graph."""
 
     pass_name: str
-    setup_keys: frozenset[str]
-    default_by: str
-    fields: frozenset[str]
-    applies: Callable[[nn.Module], bool]  # which nodes a broad seed (default, type, regex) reaches
-    types: frozenset[str] | None  # keys allowed with by = "type"
-    inert: frozenset  # `name` values that make a table's other fields mean nothing
+    setup: Table  # the pass's own settings (by, init, ...)
+    seeds: dict[str, dict[str, list[Choice]]]  # seed key -> given field -> choices
+    where: str  # its TOML path, for messages
+    prefix: str = ""  # parameter name prefix in the joint space
+
+    def digest_data(self) -> list[Any]:
+        return [self.pass_name, self.setup.model_dump(mode="json"), self.seeds]
 
 
-QUANTIZE = PassKind("quantize", frozenset({"by"}), "type", frozenset(INTEGER_KEYS),
-                    lambda m: float_type(m) in QUANTIZED, frozenset(KNOWN_TYPES), frozenset({None}))
-CHANNELS = PassKind("channel_multiply", frozenset({"by", "init", "mode", "seed"}), "name", frozenset(FACTOR_KEYS),
-                    lambda m: isinstance(m, WIDTHFUL), None, frozenset({None, "inplace"}))
+@dataclass(frozen=True)
+class SpaceSpec:
+    name: str
+    parts: tuple[PartSpec, ...]
+
+    def digest_data(self) -> list[Any]:
+        return [self.name, [p.digest_data() for p in self.parts]]
+
+
+def parse_space(table: dict[str, Any], source: str = "the config") -> SpaceSpec:
+    """A ``[search.search_space]`` table, checked against the schemas of the passes it drives."""
+    w = "search.search_space"
+    name = table.get("name")
+    if not isinstance(name, str) or (name not in SPACES and name != JOINT):
+        raise unknown_name("search space", str(name), [*SPACES, JOINT], f"in [{w}] name of {source}")
+    checked = parse(space_model(name), table, tuple(w.split(".")), source)
+
+    def part(pass_name: str, value: Any, where: str, prefix: str = "") -> PartSpec:
+        seeds = {key: entry.config.model_dump(exclude_unset=True) for key, entry in value.seed.items()}
+        return PartSpec(pass_name, value.setup, seeds, where, prefix)
+
+    if name in SPACES:
+        return SpaceSpec(name, (part(SPACES[name], checked, w),))
+    return SpaceSpec(name, tuple(part(p, getattr(checked, p), f"{w}.{p}", f"{p}:")
+                                 for p in JOINT_ORDER if getattr(checked, p) is not None))
 
 
 class SeedSpace:
-    """Categorical choices for one pass, from ``setup`` and ``seed`` tables."""
+    """Categorical choices for one pass, matched to the nodes of ``graph``."""
 
-    def __init__(self, kind: PassKind, graph: Graph, setup: dict[str, Any], seed: dict[str, Any], where: str,
-                 prefix: str = ""):
-        self.kind, self.prefix = kind, prefix
-        check_keys(setup, set(kind.setup_keys), f"[{where}.setup]")
-        self.setup = dict(setup)
-        self.by = setup.get("by", kind.default_by)
-        if not seed:
-            raise BitsmithError(f"[{where}.seed] is empty: add a seed table, e.g. [{where}.seed.default.config]")
-        tables = {}
-        for key, value in seed.items():
-            table = f"[{where}.seed.{key}.config]"
-            if not isinstance(value, dict) or not isinstance(value.get("config"), dict):
-                raise BitsmithError(f"[{where}.seed.{key}] must hold a {table} table")
-            check_keys(value["config"], set(kind.fields), table)
-            tables[key] = {f: _choices(v, f"{table} {f}") for f, v in value["config"].items()}
-        if self.by == "type" and kind.types is not None:
-            for key in tables:
-                if key != "default" and key not in kind.types:
-                    raise unknown_name("layer type", key, kind.types, f"in [{where}.seed]")
-        if self.by == "name":
-            for key in tables:
-                if key != "default":
-                    check_node_name(graph, key, f"[{where}.seed]")
+    def __init__(self, part: PartSpec, graph: Graph, notes: Notes):
+        self.part, self.prefix = part, part.prefix
+        spec = PASSES[part.pass_name]
+        layer = spec.layer
+        by = part.setup.by
+        where = f"{part.where}.seed"
+        chosen, missed = select(graph, part.seeds, by, where)
+        for key in missed:
+            notes.warn(unmatched(graph, key, by, where))
         # target -> field -> choices; a target is a type (by = "type") or a node name.
         self.targets: dict[str, dict[str, list[Choice]]] = {}
-        for node, (key, fields) in select(graph, tables, self.by, f"[{where}.seed]").items():
-            explicit = self.by == "name" and key != "default"
-            if not explicit and not kind.applies(graph.module(node)):
+        for node, key in chosen.items():
+            explicit = by == "name" and key != "default"
+            if not explicit and not layer.reaches(graph.module(node)):
                 continue
-            target = key if self.by == "type" else node
-            if set(fields.get("name", [None])) <= kind.inert:  # e.g. a ReLU's "inplace": nothing to search
-                fields = {f: c[:1] for f, c in fields.items()}
+            target = key if by == "type" else node
+            fields = part.seeds[key]
+            if all(layer.model_construct(name=c).inert for c in fields.get("name", [None])):
+                fields = {f: c[:1] for f, c in fields.items()}  # e.g. "NA", or a ReLU's "inplace": nothing to search
             self.targets[target] = fields
         if not self.targets:
-            raise BitsmithError(f"[{where}.seed] matches no node that the {kind.pass_name} pass can change")
+            raise BitsmithError(f"[{where}] matches no node that the {part.pass_name} pass can change")
+        self._setup = {**part.setup.model_dump(exclude={"model_parallel"}), "by": "type" if by == "type" else "name"}
 
     @property
     def params(self) -> dict[str, list[Choice]]:
@@ -92,14 +155,13 @@ class SeedSpace:
 
     def config(self, chosen: dict[str, Choice]) -> dict[str, Any]:
         """The pass config for one point (missing parameters take their first choice)."""
-        by = "type" if self.by == "type" else "name"
-        cfg: dict[str, Any] = {k: v for k, v in self.setup.items() if k != "by"} | {"by": by}
+        cfg: dict[str, Any] = dict(self._setup)
         for target, fields in self.targets.items():
             cfg[target] = {"config": {f: chosen.get(f"{self.prefix}{target}/{f}", c[0]) for f, c in fields.items()}}
         return cfg
 
     def passes(self, chosen: dict[str, Choice]) -> list[tuple[str, dict[str, Any]]]:
-        return [(self.kind.pass_name, self.config(chosen))]
+        return [(self.part.pass_name, self.config(chosen))]
 
 
 class JointSpace:
@@ -116,44 +178,13 @@ class JointSpace:
         return [step for p in self.parts for step in p.passes(chosen)]
 
 
-def _choices(value: Any, where: str) -> list[Choice]:
-    values = value if isinstance(value, list) else [value]  # a scalar is one fixed choice
-    if not values:
-        raise BitsmithError(f"{where} = []: an empty choice list; give at least one value")
-    for v in values:
-        if not (v is None or isinstance(v, (bool, int, float, str))):
-            raise BitsmithError(f"{where}: choice {v!r} must be a number, a string or \"NA\"")
-    return values
-
-
-SPACE_NAMES = {
-    "graph/quantize/mixed_precision_ptq": QUANTIZE,
-    "graph/channel_multiply/channel_multiplier": CHANNELS,
-}
-JOINT = "graph/joint"
-JOINT_PARTS = {"channel_multiply": CHANNELS, "quantize": QUANTIZE}  # applied in this order
-
-
-def build_space(graph: Graph, space: dict[str, Any]) -> SeedSpace | JointSpace:
-    """The space a ``[search.search_space]`` table describes, checked against ``graph``."""
-    w = "search.search_space"
-    name = space.get("name")
-    if name in SPACE_NAMES:
-        check_keys(space, {"name", "setup", "seed"}, f"[{w}]")
-        return SeedSpace(SPACE_NAMES[name], graph, space.get("setup", {}), space.get("seed", {}), w)
-    if name == JOINT:
-        check_keys(space, {"name", *JOINT_PARTS}, f"[{w}]")
-        parts = []
-        for part, kind in JOINT_PARTS.items():
-            if part in space:
-                sub = space[part]
-                check_keys(sub, {"setup", "seed"}, f"[{w}.{part}]")
-                parts.append(SeedSpace(kind, graph, sub.get("setup", {}), sub.get("seed", {}), f"{w}.{part}",
-                                       prefix=f"{part}:"))
-        if not parts:
-            raise BitsmithError(f"[{w}] name = \"{JOINT}\" needs [{w}.channel_multiply] and/or [{w}.quantize] tables")
-        return JointSpace(parts)
-    raise unknown_name("search space", str(name), [*SPACE_NAMES, JOINT], f"in [{w}] name")
+def build_space(graph: Graph, spec: SpaceSpec | dict[str, Any], notes: Notes | None = None) -> SeedSpace | JointSpace:
+    """The space ``spec`` describes, matched to ``graph``; keys matching no node warn (or fail, strict)."""
+    if isinstance(spec, dict):
+        spec = parse_space(spec)
+    notes = notes or Notes()
+    spaces = [SeedSpace(p, graph, notes) for p in spec.parts]
+    return spaces[0] if spec.name in SPACES else JointSpace(spaces)
 
 
 def check_space(graph: Graph, space: SeedSpace | JointSpace) -> None:
@@ -162,11 +193,13 @@ def check_space(graph: Graph, space: SeedSpace | JointSpace) -> None:
     Combinations that cannot be built (inconsistent widths) are pruned per
     trial instead; only errors that no combination could avoid stop the search.
     """
+    from bitsmith.passes import get_pass
+
     points = [{}] + [{name: c} for name, choices in space.params.items() for c in choices[1:]]
     for point in points:
         g = graph
         for pass_name, cfg in space.passes(point):
             try:
-                g, _ = get_pass(pass_name)(g, cfg)
+                g, _ = get_pass(pass_name).fn(g, cfg)
             except CandidateError:
                 break

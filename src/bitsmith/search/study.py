@@ -10,15 +10,12 @@ from typing import Any
 
 import optuna
 
-from bitsmith.errors import BitsmithError
+from bitsmith.errors import CandidateError
 from bitsmith.graph import Graph
 from bitsmith.passes import get_pass
 from bitsmith.search.config import SearchConfig
-from bitsmith.search.runners import Context, make_runners, produced
+from bitsmith.search.runners import Context
 from bitsmith.search.spaces import JointSpace, SeedSpace
-
-# Trial failures (a Ctrl-C included) are counted and reported by bitsmith itself.
-optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def build_candidate(base: Graph, space: SeedSpace | JointSpace, chosen: dict[str, Any]) -> tuple[Graph, list]:
@@ -26,7 +23,7 @@ def build_candidate(base: Graph, space: SeedSpace | JointSpace, chosen: dict[str
     passes = space.passes(chosen)
     graph = base
     for name, cfg in passes:
-        graph, _ = get_pass(name)(graph, cfg)
+        graph, _ = get_pass(name).fn(graph, cfg)
     return graph, passes
 
 
@@ -38,29 +35,18 @@ class Objective:
     base: Graph
     space: SeedSpace | JointSpace
     ctx: Context
-    software: list = field(default_factory=list)
-    hardware: list = field(default_factory=list)
 
     def __post_init__(self):
         self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
-        self.software, self.hardware = make_runners(self.cfg.sw_runners, self.cfg.hw_runners)
         self.params = self.space.params
-        available = produced(self.cfg.sw_runners, self.cfg.hw_runners)
-        for name in [*(m.name for m in self.cfg.metrics), *(c.metric for c in self.cfg.constraints)]:
-            if name not in available:
-                raise BitsmithError(
-                    f"metric {name!r} is produced by no runner; the configured runners give "
-                    f"{', '.join(sorted(available)) or 'nothing'} (add e.g. [search.strategy.hw_runner.{_runner_for(name)}])")
 
     def measure(self, graph: Graph) -> tuple[Graph, dict[str, float], dict[str, float]]:
-        sw, hw = {}, {}
-        for _, run in self.software:
-            graph, m = run(graph, self.ctx)
-            sw.update(m)
-        for _, run in self.hardware:
-            graph, m = run(graph, self.ctx)
-            hw.update(m)
-        return graph, sw, hw
+        """Run every runner in order: software metrics, then hardware ones."""
+        out = {"software": {}, "hardware": {}}
+        for runner in self.cfg.runners:
+            graph, m = runner(graph, self.ctx)
+            out[runner.kind].update(m)
+        return graph, out["software"], out["hardware"]
 
     def scale(self, values: dict[str, float]) -> dict[str, float]:
         return {m.name: m.scale * values[m.name] for m in self.cfg.metrics}
@@ -74,12 +60,12 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         self.started.append(trial._trial_id)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
-        try:
+        try:  # settings that cannot be combined prune the trial; any other error stops the search
             graph, passes = build_candidate(self.base, self.space, chosen)
-        except BitsmithError as e:
+            graph, sw, hw = self.measure(graph)
+        except CandidateError as e:
             trial.set_user_attr("pruned_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
-        graph, sw, hw = self.measure(graph)
         values = {**sw, **hw}
         scaled = self.scale(values)
         violations = [c.violation(values[c.metric]) for c in self.cfg.constraints]
@@ -94,12 +80,6 @@ class Objective:
         return self.objective_values(scaled)
 
 
-def _runner_for(metric: str) -> str:
-    from bitsmith.search.runners import PRODUCES
-
-    return next((r for r, ms in PRODUCES.items() if metric in ms), "average_bitwidth")
-
-
 def config_hash(settings, cfg: SearchConfig, base: Graph) -> str:
     """What must match for a stored study to be resumed: config, data set and the model's weights."""
     weights = hashlib.sha256()
@@ -107,9 +87,7 @@ def config_hash(settings, cfg: SearchConfig, base: Graph) -> str:
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     blob = {"model": settings.model, "dataset": settings.dataset, "data_path": settings.data_path,
-            "weights": weights.hexdigest(), "space": cfg.space,
-            "metrics": [(m.name, m.scale, m.direction) for m in cfg.metrics], "directions": cfg.directions,
-            "sampler": cfg.sampler, "seed": cfg.seed}
+            "weights": weights.hexdigest(), **cfg.digest_data()}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
