@@ -21,6 +21,7 @@ generated once in the temp directory.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -61,9 +62,10 @@ def train_quickly(model: str, data_path: str, out: Path) -> Path:
 def bare_eval(base_model, cfg: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
     """The same fake-quantized evaluation, by hand, on the float model's layers."""
 
-    def fq(t, width, frac):
+    def fq(t, width, frac, signed=True):
         s = 2.0 ** -frac
-        return torch.clamp(torch.round(t / s), -(2 ** (width - 1)), 2 ** (width - 1) - 1) * s
+        lo, hi = (-(2 ** (width - 1)), 2 ** (width - 1) - 1) if signed else (0, 2**width - 1)
+        return torch.clamp(torch.round(t / s), lo, hi) * s
 
     def fmt(c, part):
         w = c[f"{part}_width"]
@@ -72,13 +74,14 @@ def bare_eval(base_model, cfg: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
 
     with torch.no_grad():
         h = x
-        for layer in base_model.seq_blocks:
-            c = cfg.get(type(layer).__name__.lower(), {}).get("config", {})
+        for i, layer in enumerate(base_model.seq_blocks):
+            key = type(layer).__name__.lower() if cfg.get("by") == "type" else f"seq_blocks_{i}"
+            c = cfg.get(key, {}).get("config", {})
             if c.get("name") == "integer" and isinstance(layer, torch.nn.Linear):
                 h = F.linear(fq(h, *fmt(c, "data_in")), fq(layer.weight, *fmt(c, "weight")),
                              fq(layer.bias, *fmt(c, "bias")))
             elif c.get("name") == "integer" and isinstance(layer, torch.nn.ReLU):
-                h = torch.relu(fq(h, *fmt(c, "data_in")))
+                h = torch.relu(fq(h, *fmt(c, "data_in"), signed=False))
             else:
                 h = layer(h)
         return {"loss": F.cross_entropy(h, y).item(), "accuracy": (h.argmax(1) == y).float().mean().item()}
@@ -86,7 +89,7 @@ def bare_eval(base_model, cfg: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
 
 def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, trials: int, out: Path) -> dict:
     s = load_settings(config, data_path=data_path, load_name=str(ckpt), accelerator="cpu", project_dir=str(out))
-    raw = dict(s.search)
+    raw = copy.deepcopy(s.search)
     ev = raw["strategy"]["sw_runner"]["basic_evaluation"]
     if num_samples is None:
         ev.pop("num_samples", None)

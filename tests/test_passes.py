@@ -268,3 +268,12 @@ def test_relu_inplace_entry_changes_nothing():
     new, _ = channel_multiply_pass(g, {"by": "name", "default": NA,
                                        "seq_blocks_3": {"config": {"name": "inplace", "channel_multiplier": 4}}})
     assert widths(new) == widths(g)
+
+
+def test_mase_keys_bitsmith_does_not_implement_are_accepted_and_reported():
+    """data_out_* and floor appear in MASE's fixed-point flows: the file loads, and the report says they are ignored."""
+    cfg = integer(8)
+    cfg["config"] |= {"data_out_width": 8, "data_out_frac_width": 4, "floor": False}
+    g, info = quantize_pass(graph_of("jsc-tiny"), {"by": "type", "linear": cfg})
+    assert "seq_blocks_2" in info["quantized"]
+    assert len(info["ignored"]) == 1 and "data_out_width, data_out_frac_width: " in info["ignored"][0]

@@ -112,6 +112,43 @@ def test_jsc_example_configs_run(tmp_path, capsys, ckpts, jsc_files, config, mod
     assert "Best trial(s):" in out and "6 trials (6 complete" in out
 
 
+def test_mase_by_name_file_with_a_type_keyed_seed(tmp_path, capsys, ckpts, jsc_files):
+    """MASE's lab file as published: by = "name" plus a `linear` table, which MASE ignores."""
+    args = ("--data-path", str(jsc_files["csv"]))
+    code, out, err = search(capsys, tmp_path, CONFIGS / "jsc_tiny_by_type.toml", ckpts["jsc-tiny"], *args)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0, err
+    assert len(warnings) == 1 and "[search.search_space.seed.linear] matches no node" in warnings[0]
+    assert 'by = "type"' in warnings[0]
+    assert "Best trial(s):" in out and "5 trials (5 complete" in out
+    rows = json.loads((tmp_path / "jsc-tiny" / "search" / "trials.json").read_text())
+    assert all(set(r["params"]) <= {"seq_blocks_2/data_in_width", "seq_blocks_2/weight_width",
+                                     "seq_blocks_2/bias_width"} for r in rows)
+    # The node that was searched really is quantized at the sampled widths.
+    assert {r["hardware_metrics"]["average_bitwidth"] for r in rows} != {32.0}
+    code, _, err = search(capsys, tmp_path / "strict", CONFIGS / "jsc_tiny_by_type.toml", ckpts["jsc-tiny"],
+                          *args, "--strict")
+    assert code == 2 and "(an error under --strict)" in err and "Traceback" not in err
+    assert not (tmp_path / "strict" / "jsc-tiny" / "search" / "trials.json").exists()
+
+
+def test_by_type_file_with_a_name_keyed_seed(tmp_path, capsys, ckpts, jsc_files):
+    """The reverse: a by-type file that also carries a table keyed by node name."""
+    text = (CONFIGS / "jsc_toy_by_type.toml").read_text().replace(
+        "[search.search_space.seed.relu.config]",
+        "[search.search_space.seed.seq_blocks_5.config]\nname = [\"integer\"]\ndata_in_width = [2]\n"
+        "weight_width = [2]\nbias_width = [2]\n\n[search.search_space.seed.relu.config]")
+    cfg = tmp_path / "by_type_plus_name.toml"
+    cfg.write_text(text)
+    code, out, err = search(capsys, tmp_path, cfg, ckpts["jsc-toy"], "--data-path", str(jsc_files["csv"]),
+                            "--n-trials", "4")
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0, err
+    assert len(warnings) == 1 and "[search.search_space.seed.seq_blocks_5] matches no layer type" in warnings[0]
+    assert 'by = "name"' in warnings[0]
+    assert "Best trial(s):" in out and "4 trials (4 complete" in out
+
+
 @pytest.mark.parametrize("config", ["search_digits_channels.toml", "search_digits_joint.toml"])
 def test_digits_example_configs_run(tmp_path, capsys, ckpts, config):
     code, out, err = search(capsys, tmp_path, CONFIGS / config, ckpts["digits-mlp"], "--n-trials", "4")

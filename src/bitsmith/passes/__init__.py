@@ -34,6 +34,7 @@ class PassSpec:
     fn: PassFn
     settings: type[Table]
     layer: type[Table] | None = None
+    unsupported: Callable[[str, dict[str, Any]], str] = lambda where, given: ""  # keys accepted, not implemented
 
     @property
     def transform(self) -> bool:
@@ -52,11 +53,15 @@ class NoSettings(Table):
     """The table of a pass with no settings of its own."""
 
 
-def register_pass(name: str, settings: type[Table], layer: type[Table] | None = None) -> Callable[[PassFn], PassFn]:
-    """Decorator: make ``fn(graph, config)`` the pass ``name``, its table checked by the schemas given."""
+def register_pass(name: str, settings: type[Table], layer: type[Table] | None = None,
+                  unsupported: Callable[[str, dict[str, Any]], str] | None = None) -> Callable[[PassFn], PassFn]:
+    """Decorator: make ``fn(graph, config)`` the pass ``name``, its table checked by the schemas given.
+
+    ``unsupported(where, given)`` says which keys of a per-layer table are accepted but ignored.
+    """
 
     def add(fn: PassFn) -> PassFn:
-        PASSES[name] = PassSpec(name, fn, settings, layer)
+        PASSES[name] = PassSpec(name, fn, settings, layer, *([unsupported] if unsupported else []))
         return fn
 
     return add
@@ -137,7 +142,8 @@ def rebuild_from_meta(model, meta: dict[str, Any], data) -> Any:
 
 # Passes that MASE's published files name and that have no meaning here (MASE
 # runs them for its own outputs); a file that has them still runs.
-MASE_ONLY = frozenset({"save", "summarize_quantization", "profile_statistics", "add_common_metadata",
+MASE_ONLY = frozenset({"save", "summarize_quantization", "profile_statistics", "report_graph",
+                       "report_node_meta_param", "save_node_meta_param", "add_common_metadata",
                        "add_software_metadata", "add_hardware_metadata"})
 
 # Importing the modules registers their passes.

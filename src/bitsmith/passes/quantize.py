@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,16 @@ class IntegerLayer(Table):
     bias_width: int | None = _width()
     bias_frac_width: int | None = _frac()
     bypass: bool = False  # MASE: leave the layer in float
+    # MASE keys of its fixed-point / LogicNets flows that bitsmith does not implement:
+    # accepted so those files load, and each one set is reported as ignored.
+    data_out_width: int | None = None
+    data_out_frac_width: int | None = None
+    floor: bool | None = None
+    additional_layers_inputs: Any = None
+    additional_layers_outputs: Any = None
+
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = ("data_out_width", "data_out_frac_width", "floor",
+                                              "additional_layers_inputs", "additional_layers_outputs")
 
     @property
     def inert(self) -> bool:
@@ -73,7 +83,16 @@ def layer_config(cfg: IntegerLayer, base: type, where: str) -> IntegerConfig | N
     return IntegerConfig(**fmts)
 
 
-@register_pass("quantize", QuantizeSettings, IntegerLayer)
+def unsupported(where: str, given: dict[str, Any]) -> str:
+    """A warning for MASE keys bitsmith accepts but does not implement ("" when none is set)."""
+    keys = [k for k in IntegerLayer.UNSUPPORTED if given.get(k) not in (None, False, [None], [False])]
+    if not keys:
+        return ""
+    return (f"[{where}] {', '.join(keys)}: MASE's output quantization / floor rounding is not implemented "
+            "in bitsmith, so these keys are ignored")
+
+
+@register_pass("quantize", QuantizeSettings, IntegerLayer, unsupported=unsupported)
 def quantize_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
     """Replace Linear, Conv2d and ReLU modules by fixed-point ones, per the config.
 
@@ -105,7 +124,11 @@ def quantize_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
         replacements[info.target] = quantized_copy(module, qcfg)
         summary[name] = qcfg.as_dict()
     new = with_modules(graph, replacements, reshape=False)
-    return new, {"quantized": summary, "ignored": [unmatched(graph, k, cfg.by, where) for k in missed]}
+    ignored = [unmatched(graph, k, cfg.by, where) for k in missed]
+    ignored += [unsupported(f"{where}.{k}.config", t.model_dump(exclude_unset=True)) for k, t in tables.items()
+                if k in chosen.values()]
+    return new, {"quantized": summary, "ignored": [m for m in ignored if m]}
+
 
 
 def quant_table(graph: Graph) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ def run_search(settings: Settings, storage: str | None = None, fresh: bool = Fal
 
 def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
     import optuna
+    import torch
 
     from bitsmith.graph import trace
     from bitsmith.jobs import check_output_dir, make_console, prepare
@@ -76,6 +77,10 @@ def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
     label = "weighted sum" if cfg.sum_scaled_metrics else cfg.metrics[0].name
     progress = Progress(console, remaining, cfg.directions, backend, label)
     interrupted = False
+    threads = next((t for r in cfg.runners if (t := r.threads())), None)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)  # once for the whole search, never per trial
     with progress.bar:
         try:
             if remaining:
@@ -86,6 +91,8 @@ def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
         except KeyboardInterrupt:
             interrupted = True
             _fail_unfinished(store, objective.started)
+        finally:
+            torch.set_num_threads(old_threads)
     if backend is not None:
         backend.sync()
     summary = write_outputs(settings, cfg, study, objective, base, out, console, storage)

@@ -7,11 +7,8 @@ Constraints reach the samplers that use them (TPE, NSGA-II/III, GP) through
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import optuna
 
 from bitsmith.errors import unknown_name
 
@@ -20,25 +17,32 @@ Space = dict[str, list[Any]]
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    make: Callable[[int, Space], optuna.samplers.BaseSampler]
+    """An Optuna sampler class by name (Optuna is imported only when one is made) and what it can do."""
+
+    cls: str
+    options: dict[str, Any] = field(default_factory=dict)
     multi_objective: bool = True
     exhaustive: bool = False  # visits every point once, then the study stops
 
+    def make(self, seed: int, space: Space):
+        import optuna
 
+        args = [space or {"_": [0]}] if self.cls == "GridSampler" else []
+        return getattr(optuna.samplers, self.cls)(*args, seed=seed, **self.options)
+
+
+QUIET = {"warn_independent_sampling": False}
 SAMPLERS: dict[str, SamplerSpec] = {
-    "tpe": SamplerSpec(lambda seed, space: optuna.samplers.TPESampler(seed=seed, multivariate=True)),
-    "nsgaii": SamplerSpec(lambda seed, space: optuna.samplers.NSGAIISampler(seed=seed)),
-    "nsgaiii": SamplerSpec(lambda seed, space: optuna.samplers.NSGAIIISampler(seed=seed)),
-    "random": SamplerSpec(lambda seed, space: optuna.samplers.RandomSampler(seed=seed)),
-    "qmc": SamplerSpec(lambda seed, space: optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                                                       warn_independent_sampling=False)),
+    "tpe": SamplerSpec("TPESampler", {"multivariate": True}),
+    "nsgaii": SamplerSpec("NSGAIISampler"),
+    "nsgaiii": SamplerSpec("NSGAIIISampler"),
+    "random": SamplerSpec("RandomSampler"),
+    "qmc": SamplerSpec("QMCSampler", {"scramble": True, **QUIET}),
     # CMA-ES handles numeric parameters; categorical ones go to its independent sampler.
-    "cmaes": SamplerSpec(lambda seed, space: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-                         multi_objective=False),
-    "gp": SamplerSpec(lambda seed, space: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)),
-    "grid": SamplerSpec(lambda seed, space: optuna.samplers.GridSampler(space or {"_": [0]}, seed=seed),
-                        exhaustive=True),
-    "brute-force": SamplerSpec(lambda seed, space: optuna.samplers.BruteForceSampler(seed=seed), exhaustive=True),
+    "cmaes": SamplerSpec("CmaEsSampler", QUIET, multi_objective=False),
+    "gp": SamplerSpec("GPSampler", QUIET),
+    "grid": SamplerSpec("GridSampler", exhaustive=True),
+    "brute-force": SamplerSpec("BruteForceSampler", exhaustive=True),
 }
 ALIASES = {"brute_force": "brute-force", "bruteforce": "brute-force"}  # MASE lab spellings
 SAMPLERS |= {alias: SAMPLERS[name] for alias, name in ALIASES.items()}
@@ -48,7 +52,10 @@ def public_names() -> list[str]:
     return [n for n in SAMPLERS if n not in ALIASES]
 
 
-def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, space: Space):
+    """A seeded Optuna sampler; ``space`` (parameter -> choices) is what grid search walks."""
+    import optuna
+
     if name not in SAMPLERS:
         raise unknown_name("sampler", name, public_names(), "in [search.strategy.setup]")
     with warnings.catch_warnings():  # some samplers are marked experimental; they are still Optuna's own

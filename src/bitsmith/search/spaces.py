@@ -132,6 +132,9 @@ class SeedSpace:
         chosen, missed = select(graph, part.seeds, by, where)
         for key in missed:
             notes.warn(unmatched(graph, key, by, where))
+        for key in sorted(set(chosen.values())):
+            if message := spec.unsupported(f"{where}.{key}.config", part.seeds[key]):
+                notes.warn(message)
         # target -> field -> choices; a target is a type (by = "type") or a node name.
         self.targets: dict[str, dict[str, list[Choice]]] = {}
         for node, key in chosen.items():

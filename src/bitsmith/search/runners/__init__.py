@@ -53,6 +53,10 @@ class Runner:
     def __call__(self, graph: Graph, ctx: Context) -> tuple[Graph, dict[str, float]]:
         raise NotImplementedError
 
+    def threads(self) -> int | None:
+        """Intra-op threads it asks of the whole process (set once, before the first trial)."""
+        return None
+
     def digest_data(self) -> list[Any]:
         """What its measurements depend on, for the resume check."""
         return [self.name, self.settings.model_dump(mode="json")]

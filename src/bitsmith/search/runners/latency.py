@@ -31,6 +31,9 @@ class Latency(Runner):
     metrics = frozenset({"latency", "latency_batch_size", "latency_threads"})
     stage = 30
 
+    def threads(self) -> int | None:
+        return self.settings.num_threads
+
     def __call__(self, graph, ctx: Context):
         s = self.settings
         x = ctx.data.val.x[:s.batch_size].to(ctx.device)
