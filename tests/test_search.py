@@ -162,3 +162,108 @@ def test_trials_never_touch_the_base_graph():
     study.optimize(obj, n_trials=4)
     assert_unchanged(g, snap)
     assert all(t.user_attrs["software_metrics"]["train_loss"] > 0 for t in study.trials)
+
+
+# --- "prune" vs "stop": which errors a trial survives -------------------------------------------------
+
+from typing import Literal  # noqa: E402
+
+import optuna  # noqa: E402
+
+from bitsmith.errors import CandidateError  # noqa: E402
+from bitsmith.search.samplers import make_sampler  # noqa: E402
+
+
+@pytest.fixture
+def picky_runner():
+    """A hardware runner, known only inside the test, that fails on one Linear weight width."""
+    from bitsmith.config import Table
+    from bitsmith.quant import formats
+    from bitsmith.search.runners import RUNNERS, Runner
+
+    class PickySettings(Table):
+        fail_on: int
+        error: Literal["candidate", "plain"] = "candidate"
+
+    class Picky(Runner):
+        name = "test_picky"
+        kind = "hardware"
+        Settings = PickySettings
+        metrics = frozenset({"weight_width"})
+
+        def __call__(self, graph, ctx):
+            width = next(f["weight"].width for m in graph.gm.modules() if (f := formats(m)) and "weight" in f)
+            if width == self.settings.fail_on:
+                error = CandidateError if self.settings.error == "candidate" else BitsmithError
+                raise error(f"test_picky refuses weight width {width}")
+            return graph, {"weight_width": float(width)}
+
+    assert "test_picky" not in RUNNERS
+    RUNNERS["test_picky"] = Picky
+    try:
+        yield
+    finally:
+        del RUNNERS["test_picky"]
+
+
+def _picky_study(fail_on: int, error: str, order=(4, 2, 8)):
+    raw = {"search_space": quant_space(linear=LINEAR),
+           "strategy": {"hw_runner": {"test_picky": {"fail_on": fail_on, "error": error}},
+                        "setup": {"sampler": "random"},
+                        "metrics": {"weight_width": {"direction": "minimize"}}}}
+    cfg = parse_search(raw)
+    g = graph_of("jsc-tiny")
+    obj = Objective(cfg, g, build_space(g, cfg.space), None)
+    study = optuna.create_study(directions=cfg.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    for w in order:  # a fixed order: the failing point first
+        study.enqueue_trial({"linear/data_in_width": 8, "linear/weight_width": w})
+    return study, obj
+
+
+def test_candidate_error_while_measuring_prunes_the_trial_and_the_study_goes_on(picky_runner):
+    study, obj = _picky_study(fail_on=4, error="candidate")
+    study.optimize(obj, n_trials=3)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE,
+                      optuna.trial.TrialState.COMPLETE]
+    pruned = study.trials[0]
+    assert pruned.params["linear/weight_width"] == 4
+    assert pruned.user_attrs["pruned_reason"] == "test_picky refuses weight width 4"
+    assert "hardware_metrics" not in pruned.user_attrs
+    assert [t.values for t in study.trials[1:]] == [[2.0], [8.0]]
+    assert [t.user_attrs["hardware_metrics"] for t in study.trials[1:]] == [{"weight_width": 2.0},
+                                                                         {"weight_width": 8.0}]
+    assert study.best_trial.number == 1
+
+
+def test_plain_error_from_a_runner_stops_the_study(picky_runner):
+    study, obj = _picky_study(fail_on=2, error="plain")
+    with pytest.raises(BitsmithError, match="test_picky refuses weight width 2") as raised:
+        study.optimize(obj, n_trials=3)
+    assert type(raised.value) is BitsmithError  # not a CandidateError
+    ran = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                   optuna.trial.TrialState.PRUNED))
+    assert [t.state for t in ran] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert ran[1].params["linear/weight_width"] == 2 and "pruned_reason" not in ran[1].user_attrs
+    assert [t.state for t in study.trials][2:] == [optuna.trial.TrialState.WAITING]  # the third point never ran
+
+
+def test_candidate_error_while_building_prunes_the_trial():
+    # Strict widths: doubling seq_blocks_2's outputs leaves seq_blocks_4 with inputs it does not expect.
+    raw = {"search_space": {"name": "graph/channel_multiply/channel_multiplier",
+                            "setup": {"by": "name", "mode": "strict"},
+                            "seed": {"seq_blocks_2": {"config": {"name": ["output_only"],
+                                                                 "channel_multiplier": [2, 1]}}}},
+           "strategy": {"hw_runner": {"params": {}}, "setup": {"sampler": "brute-force"},
+                        "metrics": {"params": {"direction": "minimize"}}}}
+    cfg = parse_search(raw)
+    g = graph_of("jsc-three-linear-layers")
+    obj = Objective(cfg, g, build_space(g, cfg.space), None)
+    study = optuna.create_study(directions=cfg.directions, sampler=make_sampler(cfg.sampler, 0, obj.params))
+    study.enqueue_trial({"seq_blocks_2/channel_multiplier": 2})
+    study.optimize(obj, n_trials=5)  # brute force: both points, then the study stops
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    reason = study.trials[0].user_attrs["pruned_reason"]
+    assert "node 'seq_blocks_4' expects 16 input features" in reason and "gives 32" in reason
+    assert study.trials[1].params == {"seq_blocks_2/channel_multiplier": 1}
+    assert study.trials[1].user_attrs["hardware_metrics"] == {"params": sum(p.numel() for p in g.gm.parameters())}

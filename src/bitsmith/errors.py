@@ -119,6 +119,12 @@ def _unwrap(ann: Any) -> Any:
     return ann
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]} ... {text[-12:]} ({len(value)} values)" \
+        if isinstance(value, (list, tuple)) else text[:limit] + "..."
+
+
 def explain(error: Any, model: Any, prefix: Sequence[str] = (), source: str = "the config") -> str:
     """One or two lines for a pydantic ``ValidationError``: the TOML path, what was expected, the closest key.
 
@@ -142,10 +148,11 @@ def explain(error: Any, model: Any, prefix: Sequence[str] = (), source: str = "t
         hint = f"did you mean {near!r}?" if near else f"allowed keys: {', '.join(allowed or []) or 'none'}"
         return f"unknown key {key!r} in {table or 'the top level'} of {source}; {hint}{more}"
     if first["type"] == "value_error" and isinstance(first["input"], dict):  # a check across keys
-        return f"[{'.'.join(map(str, loc))}] in {source}: {first['ctx']['error']}{more}"
+        where = f"[{'.'.join(map(str, loc))}] in {source}" if loc else source
+        return f"{where}: {first['ctx']['error']}{more}"
     if first["type"] == "missing":
         return f"{table or 'the top level'} of {source} needs {key!r}{more}"
     value = first.get("input")
-    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    shown = f" = {_short(value)}" if not isinstance(value, dict) else ""
     where = f"{table} {key}" if table else key
     return f"{where}{shown} in {source}: expected {_expected(first)}{more}"

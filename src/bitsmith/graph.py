@@ -111,9 +111,10 @@ def annotate(gm: fx.GraphModule, in_shape: tuple[int, ...],
     rec = _ShapeRecorder(gm)
     was_training = gm.training
     gm.eval()
+    device = next((t.device for t in (*gm.parameters(), *gm.buffers())), torch.device("cpu"))
     try:
         with torch.no_grad():
-            rec.run(torch.zeros(SHAPE_BATCH, *in_shape))
+            rec.run(torch.zeros(SHAPE_BATCH, *in_shape, device=device))
     finally:
         gm.train(was_training)
     infos = {}

@@ -96,6 +96,11 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
         state, meta = load_checkpoint(settings.load_name, settings.load_type)
         settings = from_checkpoint(settings, meta)
         check_model_name(meta, settings.model, settings.load_name)
+        saved = meta.get("dataset")
+        if saved and saved != settings.dataset and meta.get("in_shape"):
+            raise BitsmithError(f"checkpoint {settings.load_name} was trained on data set {saved!r}, not "
+                                f"{settings.dataset!r}; use dataset = {saved!r} or a checkpoint trained on "
+                                f"{settings.dataset!r}")
     data = get_dataset(settings.dataset, settings.data_path)
     seed_everything(settings.seed)  # initial weights depend on the seed alone
     model = build_model(settings.model, data.in_shape, data.n_classes)

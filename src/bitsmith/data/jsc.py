@@ -139,7 +139,8 @@ def frame_to_arrays(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
         missing, layout = ((openml_missing, "OpenML") if len(openml_missing) <= len(h5_missing)
                            else (h5_missing, "HDF5 (j_ prefixed)"))
         raise BitsmithError(
-            f"{path}: missing JSC columns for the {layout} layout: {', '.join(missing)}; "
+            f"{path}: missing JSC columns for the {layout} layout: {', '.join(missing[:4])}"
+            f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}; "
             f"see the column list in the docs (docs/data.md)")
     finite = np.isfinite(x)
     if not finite.all():

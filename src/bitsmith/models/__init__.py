@@ -47,7 +47,13 @@ def build_model(name: str, in_shape: tuple[int, ...], n_classes: int) -> nn.Modu
         factory = MODELS[name]
     else:
         raise unknown_name("model", name, MODELS, extra="a user's model is named package.module:factory")
-    model = factory(tuple(in_shape), int(n_classes))
+    try:
+        model = factory(tuple(in_shape), int(n_classes))
+    except TypeError as e:  # a callable that is not a factory(in_shape, n_classes)
+        if ":" not in name:
+            raise
+        raise BitsmithError(f"model factory {name!r} cannot be called as factory(in_shape, n_classes): {e}; "
+                            "name a function that takes the input shape and the number of classes") from None
     if not isinstance(model, nn.Module):
         raise BitsmithError(f"model factory {name!r} returned {type(model).__name__}, not a torch nn.Module")
     return model

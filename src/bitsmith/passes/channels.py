@@ -132,11 +132,13 @@ def _fresh(module: nn.Module, n_in: int, n_out: int) -> nn.Module:
 
 def _widen(module: nn.Module, in_map: torch.Tensor | None, out_map: torch.Tensor | None,
            n_in: int, n_out: int, preserve: bool) -> nn.Module:
-    new = _fresh(module, n_in, n_out)
+    new = _fresh(module, n_in, n_out).to(module.weight.device)
     if preserve:
         with torch.no_grad():
             w = module.weight.detach()
             b = module.bias.detach() if module.bias is not None else None
+            in_map = in_map.to(w.device) if in_map is not None else None
+            out_map = out_map.to(w.device) if out_map is not None else None
             if in_map is not None:  # split incoming weights among the copies
                 counts = torch.bincount(in_map, minlength=w.shape[1]).to(w.dtype)
                 scale = (1.0 / counts[in_map]).reshape(1, -1, *([1] * (w.dim() - 2)))
@@ -152,8 +154,10 @@ def _widen(module: nn.Module, in_map: torch.Tensor | None, out_map: torch.Tensor
 
 
 def _widen_norm(module: nn.Module, mapping: torch.Tensor, preserve: bool) -> nn.Module:
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), None)
     new = type(module)(len(mapping), eps=module.eps, momentum=module.momentum, affine=module.affine,
-                       track_running_stats=module.track_running_stats)
+                       track_running_stats=module.track_running_stats, device=device)
+    mapping = mapping.to(device) if device is not None else mapping
     if preserve:
         with torch.no_grad():
             for name in ("weight", "bias", "running_mean", "running_var"):

@@ -180,7 +180,8 @@ def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str,
         raise BitsmithError("search needs a [search] section in the config (search_space and strategy); "
                             "see configs/ for examples")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if given:
+    if given:  # flags are checked alone first, so an error names the command line, not the file
+        parse(Setup, given, ("search", "strategy", "setup"), "the command line")
         strategy = dict(search.get("strategy") or {}) if isinstance(search.get("strategy"), dict) else {}
         setup = strategy.get("setup") if isinstance(strategy.get("setup"), dict) else {}
         search = {**search, "strategy": {**strategy, "setup": {**setup, **given}}}
