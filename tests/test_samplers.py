@@ -62,7 +62,7 @@ def run_study(base, ctx, sampler: str, n_trials: int, objectives: int = 1, seed:
     cfg = parse_search(raw_search(sampler, objectives, seed, hardware_only))
     obj = Objective(cfg, base, build_space(base, cfg.space), ctx)
     assert obj.params == PARAMS
-    study = optuna.create_study(directions=cfg.directions, sampler=make_sampler(cfg.sampler, cfg.seed, obj.params))
+    study = optuna.create_study(directions=cfg.directions, sampler=make_sampler(cfg.setup.sampler, cfg.seed, obj.params))
     study.optimize(obj, n_trials=n_trials)
     return cfg, obj, study
 
@@ -93,7 +93,7 @@ def check_trials(study, obj, n_trials: int, objectives: int) -> None:
     assert t.user_attrs["config"] == passes
     _, sw, hw = obj.measure(graph)
     assert sw == t.user_attrs["software_metrics"] and hw == t.user_attrs["hardware_metrics"]
-    if SAMPLERS[obj.cfg.sampler].exhaustive:  # visits every point at most once
+    if SAMPLERS[obj.cfg.setup.sampler].exhaustive:  # visits every point at most once
         points = [tuple(sorted(t.params.items())) for t in trials]
         assert len(set(points)) == len(points)
 
@@ -106,7 +106,7 @@ def test_public_names_are_every_documented_sampler():
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_each_sampler_runs_a_single_objective_search(base, ctx, name):
     cfg, obj, study = run_study(base, ctx, name, 5)
-    assert cfg.sampler == name and cfg.directions == ["maximize"]
+    assert cfg.setup.sampler == name and cfg.directions == ["maximize"]
     check_trials(study, obj, 5, 1)
 
 
@@ -125,7 +125,7 @@ def test_only_cmaes_is_single_objective():
 @pytest.mark.parametrize("spelling,name", MASE_SPELLINGS.items())
 def test_mase_spellings_run_the_same_sampler(base, spelling, name):
     cfg, obj, study = run_study(base, None, spelling, 4, hardware_only=True)
-    assert SAMPLERS[cfg.sampler] is SAMPLERS[name]
+    assert SAMPLERS[cfg.setup.sampler] is SAMPLERS[name]
     assert type(study.sampler) is type(make_sampler(name, 0, PARAMS))
     check_trials(study, obj, 4, 1)
 

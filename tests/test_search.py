@@ -106,7 +106,7 @@ def test_setup_mistakes(setup, message):
 
     with pytest.raises(BitsmithError, match=message):
         cfg = parse_search(search_cfg(**setup))
-        make_sampler(cfg.sampler, 0, {})
+        make_sampler(cfg.setup.sampler, 0, {})
 
 
 def test_metric_no_runner_produces():
@@ -259,7 +259,7 @@ def test_candidate_error_while_building_prunes_the_trial():
     cfg = parse_search(raw)
     g = graph_of("jsc-three-linear-layers")
     obj = Objective(cfg, g, build_space(g, cfg.space), None)
-    study = optuna.create_study(directions=cfg.directions, sampler=make_sampler(cfg.sampler, 0, obj.params))
+    study = optuna.create_study(directions=cfg.directions, sampler=make_sampler(cfg.setup.sampler, 0, obj.params))
     study.enqueue_trial({"seq_blocks_2/channel_multiplier": 2})
     study.optimize(obj, n_trials=5)  # brute force: both points, then the study stops
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]

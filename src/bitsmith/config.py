@@ -21,34 +21,6 @@ T = TypeVar("T", bound=BaseModel)
 MAX_SEED = 2**32 - 1  # numpy's RandomState, behind Optuna's samplers, takes no more
 
 
-class Table(BaseModel):
-    """Base of every config table: strict types, unknown keys refused, read-only once validated."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config",
-          error: type[BitsmithError] = BitsmithError) -> T:
-    """Validate ``data`` (found at TOML path ``where``) as ``model``; errors name the path and the fix."""
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise error(explain(e, model, where, source)) from None
-
-
-@dataclass
-class Notes:
-    """Where lenient reading warns: one stderr line each, or, in strict mode, an error."""
-
-    strict: bool = False
-
-    def warn(self, message: str) -> None:
-        if self.strict:
-            raise BitsmithError(f"{message} (an error under --strict)")
-        print(f"warning: {message}", file=sys.stderr)
-
 # Top-level keys that MASE's `chop` reads (its command-line settings) but that
 # mean nothing here: multi-GPU and Lightning plumbing, language-model options,
 # logging. Accepted and dropped so those files run unchanged (MASE itself

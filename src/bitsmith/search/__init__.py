@@ -42,17 +42,17 @@ def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
     check_output_dir(out)
     p = prepare(settings)
     settings = p.settings
-    console.print(f"search: model={settings.model} dataset={settings.dataset} sampler={cfg.sampler} "
-                  f"n_trials={cfg.n_trials} seed={cfg.seed}"
+    console.print(f"search: model={settings.model} dataset={settings.dataset} sampler={cfg.setup.sampler} "
+                  f"n_trials={cfg.setup.n_trials} seed={cfg.seed}"
                   + ("" if settings.load_name else " (no checkpoint: freshly initialised weights)"), highlight=False)
     base = trace(p.model.eval(), p.data.in_shape)
     space = build_space(base, cfg.space, notes)
     check_space(base, space)
     objective = Objective(cfg, base, space, Context(p.data, p.device, cfg.seed))
-    sampler = make_sampler(cfg.sampler, cfg.seed, objective.params)
+    sampler = make_sampler(cfg.setup.sampler, cfg.seed, objective.params)
 
     store, backend = open_storage(storage, out / "study.journal")
-    name, exists = resolve_study_name(store, cfg.study_name or settings.project_name, fresh)
+    name, exists = resolve_study_name(store, cfg.setup.study_name or settings.project_name, fresh)
     digest = config_hash(settings, cfg, base)
     if exists:  # loading writes nothing, so a refused resume leaves the storage as it was
         study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
@@ -70,11 +70,11 @@ def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
                             "study beside it (nothing is deleted)")
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done_before = len(study.get_trials(deepcopy=False, states=finished))
-    remaining = max(cfg.n_trials - done_before, 0)
+    remaining = max(cfg.setup.n_trials - done_before, 0)
     if done_before:
         console.print(f"resuming study {name!r}: {done_before} trials done, {remaining} to go", highlight=False)
 
-    label = "weighted sum" if cfg.sum_scaled_metrics else cfg.metrics[0].name
+    label = "weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name
     progress = Progress(console, remaining, cfg.directions, backend, label)
     interrupted = False
     threads = next((t for r in cfg.runners if (t := r.threads())), None)
@@ -85,8 +85,8 @@ def _run_search(settings, storage, fresh, overrides, console) -> dict[str, Any]:
         try:
             if remaining:
                 # n_trials is the study's total, also when several workers share it.
-                total = optuna.study.MaxTrialsCallback(cfg.n_trials, states=finished)
-                study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, n_jobs=cfg.n_jobs,
+                total = optuna.study.MaxTrialsCallback(cfg.setup.n_trials, states=finished)
+                study.optimize(objective, n_trials=remaining, timeout=cfg.setup.timeout, n_jobs=cfg.setup.n_jobs,
                                callbacks=[progress, total], gc_after_trial=False)
         except KeyboardInterrupt:
             interrupted = True
@@ -168,7 +168,7 @@ def write_outputs(settings, cfg, study, objective, base, out, console, storage) 
         (d / "config.toml").write_text(tomli_w.dumps(_none_to_na(toml)))
         entries.append({**report.trial_row(t), "test_metrics": test, "checkpoint": str(ckpt),
                         "config_file": str(d / "config.toml")})
-    names = [m.name for m in cfg.metrics] if not cfg.sum_scaled_metrics else ["weighted sum"]
+    names = [m.name for m in cfg.metrics] if not cfg.setup.sum_scaled_metrics else ["weighted sum"]
     (out / "best.json").write_text(json.dumps(
         {"study": study.study_name, "storage": storage or str(out / "study.journal"), "directions": cfg.directions,
          "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str))

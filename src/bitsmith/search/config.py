@@ -130,43 +130,15 @@ class SearchConfig:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def sampler(self) -> str:
-        return self.setup.sampler
-
-    @property
-    def n_trials(self) -> int:
-        return self.setup.n_trials
-
-    @property
-    def n_jobs(self) -> int:
-        return self.setup.n_jobs
-
-    @property
-    def timeout(self) -> float | None:
-        return self.setup.timeout
-
-    @property
-    def study_name(self) -> str | None:
-        return self.setup.study_name
-
-    @property
-    def sum_scaled_metrics(self) -> bool:
-        return self.setup.sum_scaled_metrics
-
-    @property
-    def direction(self) -> str:
-        return self.setup.direction
-
-    @property
     def directions(self) -> list[str]:
-        return [self.direction] if self.sum_scaled_metrics else [m.direction for m in self.metrics]
+        return [self.setup.direction] if self.setup.sum_scaled_metrics else [m.direction for m in self.metrics]
 
     def digest_data(self) -> dict[str, Any]:
         """What a trial's measurements depend on, for the resume check."""
         return {"space": self.space.digest_data(), "runners": [r.digest_data() for r in self.runners],
                 "metrics": [(m.name, m.scale, m.direction) for m in self.metrics], "directions": self.directions,
                 "constraints": [(c.metric, c.min, c.max) for c in self.constraints],
-                "sampler": self.sampler, "seed": self.seed}
+                "sampler": self.setup.sampler, "seed": self.seed}
 
 
 def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str, Any] | None = None,

@@ -52,9 +52,9 @@ class Objective:
         return {m.name: m.scale * values[m.name] for m in self.cfg.metrics}
 
     def objective_values(self, scaled: dict[str, float]) -> list[float]:
-        if not self.cfg.sum_scaled_metrics:
+        if not self.cfg.setup.sum_scaled_metrics:
             return [scaled[m.name] for m in self.cfg.metrics]
-        return [sum(v if m.direction == self.cfg.direction else -v
+        return [sum(v if m.direction == self.cfg.setup.direction else -v
                     for m, v in zip(self.cfg.metrics, scaled.values()))]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
