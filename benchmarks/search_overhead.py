@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--data-path")
     ap.add_argument("--trials", type=int, default=100)
     args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as `bitsmith search` does: no per-trial log lines
     data_path = args.data_path or str(jsc_layout_file(830_000))
     print(f"torch threads={torch.get_num_threads()} optuna={optuna.__version__} data={data_path}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,7 +88,7 @@ def test_unmatched_seed_keys_warn_or_fail_under_strict(space, message, capsys):
     built = build_space(g, space, Notes(strict=False))
     assert re.search(message, capsys.readouterr().err)
     assert built.params  # the matched seed is searched
-    with pytest.raises(BitsmithError, match=message + r".*\(an error under --strict\)"):
+    with pytest.raises(BitsmithError, match=message + r".*\(--strict makes this an error\)"):
         build_space(g, space, Notes(strict=True))
 
 

@@ -60,7 +60,7 @@ class Notes:
 
     def warn(self, message: str) -> None:
         if self.strict:
-            raise BitsmithError(f"{message} (an error under --strict)")
+            raise BitsmithError(f"{message} (--strict makes this an error)")
         print(f"warning: {message}", file=sys.stderr)
 
 

@@ -417,7 +417,7 @@ CASES: list[Case] = [
          match=r"\[search\.search_space\] in .*: name = \"graph/joint\" needs \[search\.search_space\.channel_multiply\]"),
     Case("search-seed-unknown-node-strict", [*SEARCH_CMD, "--strict"],
          toml=edit(LENIENT, "seed.linear.config", "seed.seq_blocks_9.config"),
-         match=r"\[search\.search_space\.seed\.seq_blocks_9\] matches no node.*\(an error under --strict\)"),
+         match=r"\[search\.search_space\.seed\.seq_blocks_9\] matches no node.*\(--strict makes this an error\)"),
     # --- [search]: strategy ----------------------------------------------------------------------------------------
     Case("search-n_trials-0", SEARCH_CMD, toml=setup_with("n_trials = 0"),
          match=r"\[search\.strategy\.setup\] n_trials = 0 in .*: expected a value >= 1"),

@@ -128,7 +128,7 @@ def test_mase_by_name_file_with_a_type_keyed_seed(tmp_path, capsys, ckpts, jsc_f
     assert {r["hardware_metrics"]["average_bitwidth"] for r in rows} != {32.0}
     code, _, err = search(capsys, tmp_path / "strict", CONFIGS / "jsc_tiny_by_type.toml", ckpts["jsc-tiny"],
                           *args, "--strict")
-    assert code == 2 and "(an error under --strict)" in err and "Traceback" not in err
+    assert code == 2 and "(--strict makes this an error)" in err and "Traceback" not in err
     assert not (tmp_path / "strict" / "jsc-tiny" / "search" / "trials.json").exists()
 
 
