@@ -39,6 +39,14 @@ def _add_strict(p: argparse.ArgumentParser) -> None:
                    help="treat entries MASE would ignore (a table matching no node) as errors")
 
 
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="Optuna storage: a *.journal file (default under the project), "
+                                     "sqlite:///FILE.db or postgresql://...")
+    p.add_argument("--study-name", dest="study_name", help="the study to use (default: the project name)")
+    p.add_argument("--storage-timeout", dest="storage_timeout", type=float, default=10.0,
+                   help="seconds to wait for a database storage to answer (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitsmith", description="Fit small neural networks to a hardware budget.")
@@ -54,11 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search a design space of a model with Optuna")
     _add_common(p)
     _add_strict(p)
-    p.add_argument("--storage", help="Optuna storage: a *.journal file (default under the project), "
-                                     "sqlite:///FILE.db or postgresql://...")
+    _add_storage(p)
     p.add_argument("--fresh", action="store_true", help="start a new study instead of resuming (keeps the old one)")
     p.add_argument("--sampler", help="override [search.strategy.setup] sampler")
     p.add_argument("--n-trials", dest="n_trials", type=int, help="override [search.strategy.setup] n_trials")
+    p.add_argument("--n-workers", dest="n_workers", type=int, default=1,
+                   help="worker processes on this machine sharing the study (default 1)")
+    p = sub.add_parser("report", help="write the tables, plots and best checkpoints of a stored study")
+    _add_common(p)
+    _add_storage(p)
+    p = sub.add_parser("dashboard", help="serve a study in optuna-dashboard (pip install 'bitsmith[dashboard]')")
+    p.add_argument("--project-dir", dest="project_dir", default="bitsmith_output",
+                   help="the project directory whose studies to show (default bitsmith_output)")
+    p.add_argument("--project", help="one project under --project-dir (default: every study journal found)")
+    p.add_argument("--storage", help="an Optuna storage URL or journal file instead of --project-dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
     return parser
@@ -91,11 +110,19 @@ def run(argv: list[str] | None = None) -> int:
 
         print("\n".join(sorted(DATASETS)))
         return 0
-    settings = settings_from_args(args)
-    if args.command == "search":
-        from bitsmith.search import run_search
+    if args.command == "dashboard":
+        from bitsmith.dashboard import serve_from_args
 
-        result = run_search(settings, storage=args.storage, fresh=args.fresh,
+        return serve_from_args(args)
+    settings = settings_from_args(args)
+    if args.command in ("search", "report"):
+        from bitsmith.search import StorageOptions, run_search, write_report
+
+        store = StorageOptions(args.storage, args.study_name, args.storage_timeout)
+        if args.command == "report":
+            write_report(settings, store)
+            return 0
+        result = run_search(settings, storage=store, fresh=args.fresh, n_workers=args.n_workers,
                             overrides={"sampler": args.sampler, "n_trials": args.n_trials})
         return 130 if result["interrupted"] else 1 if result.get("failed") else 0
     from bitsmith import jobs

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
+from bitsmith.search.storage import StorageOptions
 
 
 def run_search(settings: Settings, storage: str | None = None, fresh: bool = False,

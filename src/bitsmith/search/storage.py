@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ from optuna.storages.journal import JournalFileBackend
 from bitsmith.errors import BitsmithError
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Where a study lives, as the command line says it: ``--storage``, ``--study-name``, ``--storage-timeout``."""
+
+    url: str | None = None  # None: the journal file under the project
+    study_name: str | None = None
+    timeout: float = 10.0  # seconds to wait for a database storage
 
 
 class _TrialSyncedJournal(JournalFileBackend):
