@@ -57,11 +57,13 @@ class Notes:
     """Where lenient reading warns: one stderr line each, or, in strict mode, an error."""
 
     strict: bool = False
+    quiet: bool = False  # a worker process: its parent already said it
 
     def warn(self, message: str) -> None:
         if self.strict:
             raise BitsmithError(f"{message} (--strict makes this an error)")
-        print(f"warning: {message}", file=sys.stderr)
+        if not self.quiet:
+            print(f"warning: {message}", file=sys.stderr)
 
 
 class TransformTable(Table):

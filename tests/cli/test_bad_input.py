@@ -481,7 +481,7 @@ CASES: list[Case] = [
     Case("search-storage-directory", [*SEARCH_CMD, "--storage", "{tmp}/dir.journal"], toml=SEARCH,
          match=r"cannot open the journal file .*dir\.journal: .*Is a directory", files={"dir.journal/keep": "x\n"}),
     Case("search-storage-sqlite-missing-dir", [*SEARCH_CMD, "--storage", "sqlite:///{tmp}/nodir/x.db"], toml=SEARCH,
-         match=r"cannot open storage 'sqlite:///.*nodir/x\.db': .*unable to open database file"),
+         match=r"storage sqlite:///.*nodir/x\.db: the directory .*nodir does not exist; create it"),
     # --- a search whose every point is pruned: status 1, the reasons counted (its outputs are written) -----------
     Case("search-every-point-pruned", SEARCH_CMD, code=1, toml=ALL_PRUNED, writes_outputs=True,
          match_stdout=r"no trial completed: 2 pruned, for these reasons:\n  1 x channel_multiply: node 'seq_blocks_2' "

@@ -131,21 +131,37 @@ def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
 
 
 def to_splits(name: str, arrays: dict[str, np.ndarray], in_shape: tuple[int, ...],
-              class_names: tuple[str, ...], source: str) -> DataSplits:
+              class_names: tuple[str, ...], source: str, info: dict | None = None) -> DataSplits:
     def make(part: str) -> Split:
         x = torch.from_numpy(arrays[f"x_{part}"]).reshape(-1, *in_shape)
         return Split(x.contiguous(), torch.from_numpy(arrays[f"y_{part}"]))
 
-    return DataSplits(name, make("train"), make("val"), make("test"), in_shape, class_names, source)
+    return DataSplits(name, make("train"), make("val"), make("test"), in_shape, class_names, source,
+                      dict(info or {}))
+
+
+def digest(arrays: dict[str, np.ndarray]) -> str:
+    """What the processed splits hold, byte for byte (a study resumes only on the same data)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        h.update(key.encode())
+        h.update(str(arrays[key].dtype).encode() + str(arrays[key].shape).encode())
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def cached(name: str, source: str, build, recipe: dict = RECIPE) -> tuple[dict[str, np.ndarray], dict]:
-    """Processed arrays for ``source``: from the cache, else ``build()`` and store."""
+    """Processed arrays for ``source`` and their metadata (with ``digest``): from the cache, else
+    ``build()`` and store."""
     path = cache_dir() / "processed" / f"{name}-{cache_key(source, recipe)}.npz"
     hit = load_arrays(path)
     if hit is not None:
-        return hit
+        arrays, meta = hit
+        if "digest" not in meta:  # a cache written before digests were recorded
+            meta["digest"] = digest(arrays)
+        return arrays, meta
     arrays, meta = build()
+    meta = {**meta, "digest": digest(arrays)}
     try:
         save_arrays(path, arrays, meta)
     except OSError:

@@ -22,14 +22,16 @@ def _arrays():
         x = bunch.data.astype(np.float32)
         return split_and_scale(x, bunch.target.astype(np.int64), class_names=CLASS_NAMES), {"rows": int(len(x))}
 
-    return cached("digits", "sklearn.datasets.load_digits", build)[0]
+    return cached("digits", "sklearn.datasets.load_digits", build)
 
 
 @register_dataset("digits", reads_file=False)
 def load_digits_flat(data_path: str | None = None) -> DataSplits:
-    return to_splits("digits", _arrays(), (64,), CLASS_NAMES, "sklearn.datasets.load_digits")
+    arrays, meta = _arrays()
+    return to_splits("digits", arrays, (64,), CLASS_NAMES, "sklearn.datasets.load_digits", meta)
 
 
 @register_dataset("digits-image", reads_file=False)
 def load_digits_image(data_path: str | None = None) -> DataSplits:
-    return to_splits("digits-image", _arrays(), (1, 8, 8), CLASS_NAMES, "sklearn.datasets.load_digits")
+    arrays, meta = _arrays()
+    return to_splits("digits-image", arrays, (1, 8, 8), CLASS_NAMES, "sklearn.datasets.load_digits", meta)

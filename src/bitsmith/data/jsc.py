@@ -197,5 +197,5 @@ def load_jsc(data_path: str | None = None) -> DataSplits:
         x, y = read()
         return split_and_scale(x, y, class_names=CLASS_NAMES), {"rows": int(len(x))}
 
-    arrays, _ = cached("jsc", source, build)
-    return to_splits("jsc", arrays, (len(FEATURES),), CLASS_NAMES, source)
+    arrays, meta = cached("jsc", source, build)
+    return to_splits("jsc", arrays, (len(FEATURES),), CLASS_NAMES, source, meta)

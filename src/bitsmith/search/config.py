@@ -31,6 +31,12 @@ class Setup(Table):
     direction: Direction = "maximize"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)  # default: the top-level seed
     study_name: str | None = None
+    # A point whose trial failed (a crash, a kill, Ctrl-C) is run again at most this many times.
+    max_retry: int = Field(3, ge=0, le=1000)
+    # Database storages: a worker silent for grace_period seconds is taken as dead, its trial failed
+    # and retried (Optuna's heartbeat). Journal files check the worker's process instead.
+    heartbeat_interval: int = Field(10, ge=1, le=3600)
+    grace_period: int = Field(30, ge=2, le=86400)
     # MASE keys with no meaning here (multi-GPU, its pickle checkpoints, runner style): accepted, unused.
     model_parallel: bool = False
     pkl_ckpt: str | None = None

@@ -12,6 +12,77 @@ import optuna
 from bitsmith.search.study import is_feasible
 
 
+def write_outputs(search, study, console, storage: str | None, full: bool = True) -> dict[str, Any]:
+    """Every file a search leaves, from what the study holds (so a resumed or interrupted run is complete).
+
+    ``full = False`` (a stop by Ctrl-C or SIGTERM) writes the tables only: the best designs'
+    checkpoints and test figures may need re-training, which belongs in the next run or in
+    ``bitsmith report``.
+    """
+    import tomli_w
+
+    from bitsmith.checkpoint import save_checkpoint
+    from bitsmith.jobs import checkpoint_meta
+    from bitsmith.search.storage import hide_password
+    from bitsmith.search.study import best_trials, build_candidate
+    from bitsmith.train import evaluate
+
+    settings, cfg, objective, base, out = search.settings, search.cfg, search.objective, search.base, search.out
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    write_trials(trials, out)
+    best = best_trials(study, cfg.directions)
+    tests, entries = {}, []
+    for t in best if full else []:
+        graph, passes = build_candidate(base, objective.space, t.params)  # a stored point: it built before
+        graph, _, _ = objective.measure(graph)  # re-runs basic_train when configured (seeded: same weights)
+        test = evaluate(graph.gm, objective.ctx.data.test, objective.ctx.device)
+        tests[t.number] = test
+        d = out / "best" / f"trial_{t.number}"
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {**checkpoint_meta(settings, objective.ctx.data), "passes": [list(p) for p in passes],
+                "search_trial": t.number}
+        ckpt = save_checkpoint(d / "model.ckpt", graph.gm, meta)
+        toml = {"model": settings.model, "dataset": settings.dataset, "passes": dict(passes)}
+        (d / "config.toml").write_text(tomli_w.dumps(_none_to_na(toml)))
+        entries.append({**trial_row(t), "test_metrics": test, "checkpoint": str(ckpt),
+                        "config_file": str(d / "config.toml")})
+    if not full:
+        entries = [trial_row(t) for t in best]
+    names = [m.name for m in cfg.metrics] if not cfg.setup.sum_scaled_metrics else ["weighted sum"]
+    (out / "best.json").write_text(json.dumps(
+        {"study": study.study_name, "storage": hide_password(storage) if storage else str(out / "study.journal"),
+         "directions": cfg.directions,
+         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str))
+    plots = []
+    if full and any(t.state.name == "COMPLETE" for t in trials):
+        plot_history(trials, cfg.directions, names, out / "history.png")
+        plots.append(out / "history.png")
+        if len(cfg.metrics) >= 2:
+            plot_pareto(trials, best, cfg.metrics[1].name, cfg.metrics[0].name, out / "pareto.png")
+            plots.append(out / "pareto.png")
+    print_best(best, tests, console)
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
+                  f"{states['FAIL']} failed) in study {study.study_name!r}\nwritten to {out}: best.json, trials.csv, "
+                  f"trials.json" + (", best/trial_N/{model.ckpt,config.toml}" if full else "")
+                  + "".join(f", {p.name}" for p in plots), highlight=False)
+    return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
+            "states": states}
+
+
+def _none_to_na(value: Any) -> Any:
+    if value is None:
+        return "NA"
+    if isinstance(value, dict):
+        return {k: _none_to_na(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_none_to_na(v) for v in value]
+    return value
+
+
+
+
 def _round(d: dict[str, Any] | None) -> dict[str, Any]:
     return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in (d or {}).items()}
 

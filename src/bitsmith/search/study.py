@@ -58,7 +58,11 @@ class Objective:
                     for m, v in zip(self.cfg.metrics, scaled.values()))]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        from bitsmith.search.job import WORKER, WORKER_ATTR
+
         self.started.append(trial._trial_id)
+        # Before any parameter: a trial that holds a point always says which process ran it.
+        trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
         try:  # settings that cannot be combined prune the trial; any other error stops the search
             graph, passes = build_candidate(self.base, self.space, chosen)
@@ -121,7 +125,8 @@ def best_trials(study: optuna.Study, directions: list[str]) -> list[optuna.trial
 class Progress:
     """A rich progress bar fed by Optuna callbacks; fsyncs the journal after each trial."""
 
-    def __init__(self, console, total: int, directions: list[str], backend, label: str = "objective"):
+    def __init__(self, console, total: int, directions: list[str], backend, label: str = "objective",
+                 done_before: int = 0, shared: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
@@ -129,6 +134,7 @@ class Progress:
                        TextColumn("{task.fields[best]}"), console=console)
         self.task = self.bar.add_task("search", total=total, best="")
         self.directions, self.backend, self.label = directions, backend, label
+        self.done_before, self.shared = done_before, shared
         self.best: float | None = None
         self.started = time.perf_counter()
 
@@ -142,4 +148,9 @@ class Progress:
             self.best = v if better else self.best
         if self.best is not None:
             text = f"best {self.label} {self.best:.4g}"
-        self.bar.update(self.task, advance=1, best=text)
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        if self.shared:  # other workers' trials count too
+            done = len(study.get_trials(deepcopy=False, states=finished)) - self.done_before
+            self.bar.update(self.task, completed=done, best=text)
+        else:
+            self.bar.update(self.task, advance=int(trial.state in finished), best=text)
