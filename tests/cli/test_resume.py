@@ -36,6 +36,7 @@ weight_width = [2, 3, 4, 8]
 bias_width = [8]
 
 [search.strategy.sw_runner.basic_train]
+max_epochs = 1000
 max_steps = {steps}
 [search.strategy.sw_runner.basic_evaluation]
 data_loader = "val_dataloader"
@@ -178,3 +179,17 @@ def test_resume_refuses_a_data_file_whose_contents_changed(tmp_path, capsys):
     frame.to_csv(data, index=False)
     code, _, err = cli(capsys, *args)
     assert code == 2 and "was made with another config (data: " in err
+
+
+@pytest.mark.slow
+def test_local_workers_share_the_study(tmp_path):
+    """--n-workers 2: two processes, one study, every point of the brute-force space once."""
+    cfg = tmp_path / "bf.toml"
+    cfg.write_text(SPACE.format(steps=600))  # long enough that the second process, still starting, gets work
+    done = subprocess.run([*command(cfg, tmp_path), "--n-workers", "2"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "workers=2" in done.stdout and "Best trial(s):" in done.stdout
+    trials = assert_every_point_once(journal(tmp_path))
+    pids = {t.system_attrs["bitsmith:worker"]["pid"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(pids) == 2

@@ -26,6 +26,7 @@ from typing import Any
 
 from bitsmith.config import Notes, Settings
 from bitsmith.errors import BitsmithError
+from bitsmith.search.samplers import SAMPLERS
 from bitsmith.search.storage import StorageOptions, hide_password
 
 WORKER_ATTR = "bitsmith:worker"  # trial system attr: which process runs it (host, pid, process start)
@@ -62,6 +63,10 @@ def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: 
     base = trace(p.model.eval(), p.data.in_shape)
     space = build_space(base, cfg.space, notes)
     check_space(base, space)
+    if SAMPLERS[cfg.setup.sampler].exhaustive and space_size(space.params) > MAX_POINTS:
+        raise BitsmithError(f"sampler {cfg.setup.sampler!r} visits every point, and this space has "
+                            f"{space_size(space.params):,} (at most {MAX_POINTS:,}); use tpe, random or qmc, or "
+                            "give fewer choices")
     return Search(p.settings, cfg, base, Objective(cfg, base, space, Context(p.data, p.device, cfg.seed)), out)
 
 
@@ -107,14 +112,19 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
     name, exists = resolve_study_name(store, base_name, fresh and create)
     sampler = make_sampler(setup.sampler, search.cfg.seed + seed_offset, search.objective.params)
     where = options.url or search.out / "study.journal"
+    created = False
     if exists:  # loading writes nothing, so a refused resume leaves the storage as it was
         study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
     elif not create:
         raise BitsmithError(f"no study {name!r} in {hide_password(str(where))}; run `bitsmith search` first, or name the study "
                             "with --study-name")
-    else:  # load_if_exists: workers on other machines may create the same study at the same moment
-        study = optuna.create_study(study_name=name, storage=store, sampler=sampler,
-                                    directions=search.cfg.directions, load_if_exists=True)
+    else:
+        try:
+            study = optuna.create_study(study_name=name, storage=store, sampler=sampler,
+                                        directions=search.cfg.directions)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:  # a worker elsewhere created it a moment ago
+            study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
     mine = record(search)
     stored = study.user_attrs.get(RECORD_ATTR)
     if stored is None and not study.user_attrs.get("bitsmith_config"):
@@ -128,7 +138,63 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
         raise BitsmithError(f"study {name!r} in {hide_password(str(where))} was made with another config ("
                             f"{'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); pass --fresh to start a new "
                             "study beside it (nothing is deleted), or --study-name to choose another")
+    if SAMPLERS[setup.sampler].exhaustive and _queue_every_point(study, search, created):
+        search.objective.queued = True
+        # The queue decides every point; Optuna's brute force would stop the study at a failed point
+        # that is queued again (it counts failed points as visited).
+        study.sampler = optuna.samplers.RandomSampler(seed=search.cfg.seed + seed_offset)
     return study, store, backend
+
+
+QUEUED_ATTR = "bitsmith_queued"  # study user attr: every point of an exhaustive space is queued
+MAX_POINTS = 100_000
+
+
+def _queue_every_point(study, search: Search, created: bool) -> bool:
+    """Brute force and grid with several workers: every point is queued once, by the process that created
+    the study, and workers only take queued points (Optuna's samplers alone can hand two racing workers
+    the same point). The queue is shuffled with the search seed."""
+    import itertools
+    import random
+    import time
+
+    if study.user_attrs.get(QUEUED_ATTR) is not None:
+        return True
+    if not created and study.trials:
+        return False  # a study from before queueing: its sampler goes on as it was
+    if not created:  # the creator is queueing right now: wait for it
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if study.user_attrs.get(QUEUED_ATTR) is not None:
+                return True
+        raise BitsmithError(f"study {study.study_name!r}: the worker that created it did not finish queueing the "
+                            "points of its space; run the same command again")
+    params = search.objective.params
+    names = list(params)
+    points = [dict(zip(names, combo)) for combo in itertools.product(*(params[n] for n in names))]
+    random.Random(search.cfg.seed).shuffle(points)
+    for point in points:
+        study.enqueue_trial(point)
+    study.set_user_attr(QUEUED_ATTR, len(points))
+    return True
+
+
+def _queue_callbacks(cfg) -> list:
+    """An exhaustive search ends when its queue of points is empty."""
+    from optuna.trial import TrialState
+
+    def stop_when_empty(study, trial):
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.stop()
+
+    return [stop_when_empty] if SAMPLERS[cfg.setup.sampler].exhaustive else []
+
+
+def space_size(params: dict[str, list[Any]]) -> int:
+    import math
+
+    return math.prod(len(c) for c in params.values())
 
 
 def _is_journal(url: str | None) -> bool:
@@ -279,6 +345,8 @@ def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, A
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done_before = len(study.get_trials(deepcopy=False, states=finished))
     remaining = max(cfg.setup.n_trials - done_before, 0)
+    if search.objective.queued:  # what is left of the space is what waits in the queue
+        remaining = min(remaining, len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
     if done_before:
         console.print(f"resuming study {study.study_name!r}: {done_before} trials done, {remaining} to go",
                       highlight=False)
@@ -297,7 +365,8 @@ def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, A
                 # n_trials is the study's total, also when several workers share it.
                 study.optimize(search.objective, n_trials=remaining, timeout=cfg.setup.timeout,
                                n_jobs=cfg.setup.n_jobs, gc_after_trial=False,
-                               callbacks=[progress, MaxTrialsCallback(cfg.setup.n_trials, states=finished)])
+                               callbacks=[progress, MaxTrialsCallback(cfg.setup.n_trials, states=finished),
+                                          *_queue_callbacks(cfg)])
         _join(workers)
     except KeyboardInterrupt:
         interrupted = True
@@ -390,7 +459,7 @@ def worker_main(payload: dict[str, Any], index: int) -> None:
             study, store, backend = open_study(search, StorageOptions(options.url, payload["study"], options.timeout),
                                                fresh=False, create=False, seed_offset=index)
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
-            cb = [MaxTrialsCallback(search.cfg.setup.n_trials, states=finished)]
+            cb = [MaxTrialsCallback(search.cfg.setup.n_trials, states=finished), *_queue_callbacks(search.cfg)]
             if backend is not None:
                 cb.append(lambda st, t: backend.sync())
             study.optimize(search.objective, n_trials=search.cfg.setup.n_trials, timeout=search.cfg.setup.timeout,

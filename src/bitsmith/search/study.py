@@ -39,6 +39,7 @@ class Objective:
     def __post_init__(self):
         self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
         self.params = self.space.params
+        self.queued = False  # every point of the space waits in the study (exhaustive samplers; job.open_study)
 
     def measure(self, graph: Graph) -> tuple[Graph, dict[str, float], dict[str, float]]:
         """Run every runner in order: software metrics, then hardware ones."""
@@ -61,6 +62,11 @@ class Objective:
         from bitsmith.search.job import WORKER, WORKER_ATTR
 
         self.started.append(trial._trial_id)
+        if self.queued and "fixed_params" not in trial.storage.get_trial_system_attrs(trial._trial_id):
+            # Every point was queued and another worker took the last one a moment ago.
+            trial.set_user_attr("pruned_reason", "surplus: every point of the space was taken by other workers")
+            trial.study.stop()
+            raise optuna.TrialPruned("every point of the space is taken")
         # Before any parameter: a trial that holds a point always says which process ran it.
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
