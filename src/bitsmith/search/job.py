@@ -106,8 +106,12 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
     setup = search.cfg.setup
     rdb = {"heartbeat_interval": setup.heartbeat_interval, "grace_period": setup.grace_period,
            "heartbeat_stale_trial_callback": _retry(setup.max_retry)}
-    store, backend = open_storage(options.url, search.out / "study.journal", options.timeout,
-                                  **({} if _is_journal(options.url) else rdb))
+    import warnings
+
+    with warnings.catch_warnings():  # the heartbeat is marked experimental; it is Optuna's way to find dead workers
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        store, backend = open_storage(options.url, search.out / "study.journal", options.timeout,
+                                      **({} if _is_journal(options.url) else rdb))
     base_name = options.study_name or setup.study_name or search.settings.project_name
     name, exists = resolve_study_name(store, base_name, fresh and create)
     sampler = make_sampler(setup.sampler, search.cfg.seed + seed_offset, search.objective.params)
@@ -381,7 +385,7 @@ def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, A
     summary = write_outputs(search, study, console, options.url, full=not interrupted)
     summary["interrupted"] = interrupted
     if interrupted:
-        console.print(f"interrupted: {summary['n_trials']} trials in the study; tables written to {search.out}. "
+        console.print(f"interrupted: {summary['states']['COMPLETE']} trials complete; tables written to {search.out}. "
                       "The same command resumes (the trial in flight is run again); `bitsmith report` writes the "
                       "best designs' checkpoints", highlight=False)
     elif not summary["best"]:

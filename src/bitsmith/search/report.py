@@ -62,9 +62,10 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
             plot_pareto(trials, best, cfg.metrics[1].name, cfg.metrics[0].name, out / "pareto.png")
             plots.append(out / "pareto.png")
     print_best(best, tests, console)
-    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "WAITING")}
+    queued = f", {states['WAITING']} queued" if states["WAITING"] else ""
     console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
-                  f"{states['FAIL']} failed) in study {study.study_name!r}\nwritten to {out}: best.json, trials.csv, "
+                  f"{states['FAIL']} failed{queued}) in study {study.study_name!r}\nwritten to {out}: best.json, trials.csv, "
                   f"trials.json" + (", best/trial_N/{model.ckpt,config.toml}" if full else "")
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
