@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", dest="n_trials", type=int, help="override [search.strategy.setup] n_trials")
     p.add_argument("--n-workers", dest="n_workers", type=int, default=1,
                    help="worker processes on this machine sharing the study (default 1)")
+    p = sub.add_parser("compare", help="compare samplers on a search's space: ground truth, many seeds, plots")
+    _add_common(p)
+    _add_strict(p)
+    p.add_argument("--samplers", default="tpe,random", help="comma-separated sampler names (default tpe,random)")
+    p.add_argument("--seeds", type=int, default=5, help="runs per sampler, seeds seed..seed+K-1 (default 5)")
+    p.add_argument("--trials", type=int, help="trials per run (default: the config's n_trials)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="'near the optimum': within this fraction of the objective's range (default 0.01)")
     p = sub.add_parser("report", help="write the tables, plots and best checkpoints of a stored study")
     _add_common(p)
     _add_storage(p)
@@ -115,6 +123,11 @@ def run(argv: list[str] | None = None) -> int:
 
         return serve_from_args(args)
     settings = settings_from_args(args)
+    if args.command == "compare":
+        from bitsmith.search.compare import run_compare
+
+        run_compare(settings, args.samplers, args.seeds, args.trials, args.tolerance)
+        return 0
     if args.command in ("search", "report"):
         from bitsmith.search import StorageOptions, run_search, write_report
 
