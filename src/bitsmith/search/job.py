@@ -275,17 +275,42 @@ def _point(t) -> str:
 
 # -- signals ---------------------------------------------------------------------------------
 
+class Signals:
+    """SIGINT and SIGTERM during a search. Inside a trial they stop it at once (Optuna marks the trial
+    failed); inside Optuna's own bookkeeping (writing a trial's state) an interrupt would leave the
+    trial half-recorded, so the stop waits for the next safe point: the end of that step, or the start
+    of the next trial."""
+
+    def __init__(self):
+        self.objective = None  # set once the search's objective exists
+        self.pending = False
+
+    def __call__(self, signum, frame):
+        if self.objective is None or self.objective.in_trial:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self, *args) -> None:
+        """An Optuna callback (after a trial is recorded) and the first step of every trial."""
+        if self.pending:
+            raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM (what schedulers and `kill` send) stops like Ctrl-C: a KeyboardInterrupt."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    """SIGTERM (what schedulers and `kill` send) stops like Ctrl-C; both wait for a safe point."""
+    import threading
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signals = Signals()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield signals
+        return
+    previous = {sig: signal.signal(sig, signals) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield signals
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -322,11 +347,11 @@ def run_search(settings: Settings, storage: StorageOptions | str | None = None, 
     if n_workers > 1 and options.url and ":memory:" in options.url:
         raise BitsmithError(f"--n-workers {n_workers} needs a storage that processes can share; an in-memory "
                             "database is private to one process: use the default journal file or a database file")
-    with optuna_quiet(), stop_on_signals():
-        return _run(settings, options, fresh, overrides, console, n_workers)
+    with optuna_quiet(), stop_on_signals() as signals:
+        return _run(settings, options, fresh, overrides, console, n_workers, signals)
 
 
-def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, Any]:
+def _run(settings, options, fresh, overrides, console, n_workers, signals) -> dict[str, Any]:
     import torch
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -336,6 +361,8 @@ def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, A
 
     console = console or make_console()
     search = prepare_search(settings, overrides, settings.notes)
+    search.objective.on_start = signals.check
+    signals.objective = search.objective
     cfg, settings = search.cfg, search.settings
     console.print(f"search: model={settings.model} dataset={settings.dataset} sampler={cfg.setup.sampler} "
                   f"n_trials={cfg.setup.n_trials} seed={cfg.seed}"
@@ -369,7 +396,8 @@ def _run(settings, options, fresh, overrides, console, n_workers) -> dict[str, A
                 # n_trials is the study's total, also when several workers share it.
                 study.optimize(search.objective, n_trials=remaining, timeout=cfg.setup.timeout,
                                n_jobs=cfg.setup.n_jobs, gc_after_trial=False,
-                               callbacks=[progress, MaxTrialsCallback(cfg.setup.n_trials, states=finished),
+                               callbacks=[signals.check, progress,
+                                          MaxTrialsCallback(cfg.setup.n_trials, states=finished),
                                           *_queue_callbacks(cfg)])
         _join(workers)
     except KeyboardInterrupt:
@@ -456,14 +484,17 @@ def worker_main(payload: dict[str, Any], index: int) -> None:
     torch.set_num_threads(payload["threads"])
     code = 0
     options = payload["options"]
-    with optuna_quiet(), stop_on_signals():
+    with optuna_quiet(), stop_on_signals() as signals:
         search = store = None
         try:
             search = prepare_search(settings, payload["overrides"], Notes(settings.strict, quiet=True))
+            search.objective.on_start = signals.check
+            signals.objective = search.objective
             study, store, backend = open_study(search, StorageOptions(options.url, payload["study"], options.timeout),
                                                fresh=False, create=False, seed_offset=index)
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
-            cb = [MaxTrialsCallback(search.cfg.setup.n_trials, states=finished), *_queue_callbacks(search.cfg)]
+            cb = [signals.check, MaxTrialsCallback(search.cfg.setup.n_trials, states=finished),
+                  *_queue_callbacks(search.cfg)]
             if backend is not None:
                 cb.append(lambda st, t: backend.sync())
             study.optimize(search.objective, n_trials=search.cfg.setup.n_trials, timeout=search.cfg.setup.timeout,

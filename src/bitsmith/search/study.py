@@ -40,6 +40,8 @@ class Objective:
         self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
         self.params = self.space.params
         self.queued = False  # every point of the space waits in the study (exhaustive samplers; job.open_study)
+        self.in_trial = False  # a stop signal may interrupt at once only while this is true (job.Signals)
+        self.on_start = None  # called first in every trial (job.Signals.check)
 
     def measure(self, graph: Graph) -> tuple[Graph, dict[str, float], dict[str, float]]:
         """Run every runner in order: software metrics, then hardware ones."""
@@ -59,6 +61,15 @@ class Objective:
                     for m, v in zip(self.cfg.metrics, scaled.values()))]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        self.in_trial = True
+        try:
+            if self.on_start is not None:
+                self.on_start()
+            return self._trial(trial)
+        finally:
+            self.in_trial = False
+
+    def _trial(self, trial: optuna.Trial) -> list[float]:
         from bitsmith.search.job import WORKER, WORKER_ATTR
 
         self.started.append(trial._trial_id)
