@@ -41,15 +41,14 @@ class Table(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config",
-          error: type[BitsmithError] = BitsmithError) -> T:
+def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config") -> T:
     """Validate ``data`` (found at TOML path ``where``) as ``model``; errors name the path and the fix."""
     if isinstance(data, model):
         return data
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise error(explain(e, model, where, source)) from None
+        raise BitsmithError(explain(e, model, where, source)) from None
 
 
 @dataclass

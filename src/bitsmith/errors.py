@@ -7,6 +7,7 @@ what is wrong and how to fix it) and exits with status 2, without a traceback.
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -113,7 +114,7 @@ def _unwrap(ann: Any) -> Any:
     while typing.get_origin(ann) is typing.Annotated:
         ann = typing.get_args(ann)[0]
     args = typing.get_args(ann)
-    if args and typing.get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if args and typing.get_origin(ann) in (typing.Union, types.UnionType):
         tables = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         return tables[0] if tables else next((a for a in args if a is not type(None)), ann)
     return ann

@@ -7,6 +7,7 @@ decorates its function with ``register_pass`` plus one import line below.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,20 +68,15 @@ def register_pass(name: str, settings: type[Table], layer: type[Table] | None = 
     return add
 
 
-_TABLES: dict[str, type[Table]] = {}
-
-
+@functools.cache
 def _tables(spec: PassSpec) -> type[Table]:
-    if spec.name not in _TABLES:
-        if spec.layer is None:
-            _TABLES[spec.name] = spec.settings
-        else:
-            entry = create_model(f"{spec.layer.__name__}Entry", __base__=Table, config=(spec.layer, ...))
-            _TABLES[spec.name] = type(f"{spec.settings.__name__}Table", (spec.settings,), {
-                "__annotations__": {"__pydantic_extra__": dict[str, entry]},
-                "model_config": ConfigDict(extra="allow"),
-                "__module__": spec.settings.__module__})
-    return _TABLES[spec.name]
+    if spec.layer is None:
+        return spec.settings
+    entry = create_model(f"{spec.layer.__name__}Entry", __base__=Table, config=(spec.layer, ...))
+    return type(f"{spec.settings.__name__}Table", (spec.settings,), {
+        "__annotations__": {"__pydantic_extra__": dict[str, entry]},
+        "model_config": ConfigDict(extra="allow"),
+        "__module__": spec.settings.__module__})
 
 
 def layer_tables(table: BaseModel) -> dict[str, Any]:

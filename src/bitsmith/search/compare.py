@@ -300,7 +300,7 @@ def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, An
                       "against the best any run found (points evaluated are kept for reuse)", highlight=False)
 
     t_sample = time.perf_counter()
-    evals_before, eval_s_before = table.evaluations, table.eval_seconds
+    eval_s_before = table.eval_seconds
     histories = {n: [run_one(table, params, directions, cfg.constraints, n, cfg.seed + s, n_trials, bool(noisy))
                      for s in range(seeds)] for n in names}
     sampling_s = time.perf_counter() - t_sample - (table.eval_seconds - eval_s_before)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -101,17 +98,6 @@ class Objective:
         return self.objective_values(scaled)
 
 
-def config_hash(settings, cfg: SearchConfig, base: Graph) -> str:
-    """What must match for a stored study to be resumed: config, data set and the model's weights."""
-    weights = hashlib.sha256()
-    for name, tensor in base.gm.state_dict().items():
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    blob = {"model": settings.model, "dataset": settings.dataset, "data_path": settings.data_path,
-            "weights": weights.hexdigest(), **cfg.digest_data()}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in t.user_attrs.get("constraints", []))
 
@@ -153,7 +139,6 @@ class Progress:
         self.directions, self.backend, self.label = directions, backend, label
         self.done_before, self.shared = done_before, shared
         self.best: float | None = None
-        self.started = time.perf_counter()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.backend is not None:
