@@ -52,8 +52,8 @@ def test_macs_agree_with_pytorch_flop_counter(name, shape, classes):
         g.gm(torch.zeros(1, *shape))
     _, info = count_flops(g)
     # PyTorch counts 2 FLOPs per multiply-accumulate of matmuls and convolutions.
-    assert 2 * info["macs"] == counter.get_total_flops()
-    assert info["flops"] > 2 * info["macs"]  # plus bias adds, norms and activations
+    assert info["flops"] == 2 * info["macs"] == counter.get_total_flops()
+    assert info["elementwise_ops"] > 0  # bias adds, norms and activations, counted apart
 
 
 def test_float_model_bits_and_density():

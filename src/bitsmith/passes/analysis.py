@@ -1,7 +1,9 @@
 """Analysis passes: what a graph costs in parameters, operations and bits.
 
 All figures are per sample (batch size 1), from the shapes that shape
-propagation recorded. Float layers count 32 bits.
+propagation recorded. Float layers count 32 bits. FLOPs are what PyTorch's
+``FlopCounterMode`` counts (2 per MAC); the rest of the arithmetic (bias adds,
+normalisation, activations, pooling) is ``elementwise_ops``.
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ def node_macs(info: NodeInfo, module) -> int:
     return 0
 
 
-def node_flops(info: NodeInfo, module, macs: int) -> int:
-    """Floating-point (or fixed-point) operations: 2 per MAC, plus bias adds and elementwise work."""
+def node_flops(macs: int) -> int:
+    """FLOPs as PyTorch's ``FlopCounterMode`` counts them: 2 per MAC of Linear and Conv, no bias adds."""
+    return 2 * macs
+
+
+def node_elementwise_ops(info: NodeInfo, module, macs: int) -> int:
+    """The work FLOPs leave out: bias adds, BatchNorm scale and shift, activations, pooling."""
     kind = info.kind
     out = numel(info.out_shape)
     if macs:
-        return 2 * macs + (out if getattr(module, "bias", None) is not None else 0)
+        return out if getattr(module, "bias", None) is not None else 0
     if kind in _NORM:
         return 2 * out  # scale and shift (statistics are folded at inference)
     if kind in _ELEMENTWISE:
@@ -55,15 +62,16 @@ def analyze(graph: Graph) -> dict[str, Any]:
     from bitsmith.quant import formats
 
     per_node: dict[str, dict[str, Any]] = {}
-    tot = {"params": 0, "macs": 0, "flops": 0, "bops": 0, "weight_bits": 0, "bias_bits": 0,
-           "other_param_bits": 0, "activation_bits": 0, "activation_elems": 0, "qweight_bits": 0, "qweight_elems": 0}
+    tot = {"params": 0, "macs": 0, "flops": 0, "elementwise_ops": 0, "bops": 0, "weight_bits": 0,
+           "bias_bits": 0, "other_param_bits": 0, "activation_bits": 0, "activation_elems": 0, "qweight_bits": 0,
+           "qweight_elems": 0}
     for name, info in graph.nodes.items():
         if info.op != "call_module":
             continue
         module = graph.gm.get_submodule(info.target)
         fmts = formats(module) or {}
         macs = node_macs(info, module)
-        flops = node_flops(info, module, macs)
+        flops = node_flops(macs)
         w = getattr(module, "weight", None) if macs else None
         b = getattr(module, "bias", None) if macs else None
         w_bits = w.numel() * _bits(fmts.get("weight")) if w is not None else 0
@@ -72,13 +80,14 @@ def analyze(graph: Graph) -> dict[str, Any]:
         in_elems = numel(info.in_shapes[0]) if info.in_shapes else 0
         in_width = _bits(fmts.get("data_in"))
         bops = macs * _bits(fmts.get("weight")) * in_width
-        row = {"type": info.module_type, "params": info.params, "macs": macs, "flops": flops, "bops": bops,
+        row = {"type": info.module_type, "params": info.params, "macs": macs, "flops": flops,
+               "elementwise_ops": node_elementwise_ops(info, module, macs), "bops": bops,
                "weight_bits": w_bits, "bias_bits": b_bits, "other_param_bits": other,
                "activation_bits": in_elems * in_width, "data_in_width": in_width,
                "weight_width": _bits(fmts.get("weight")) if w is not None else None}
         per_node[name] = row
-        for key in ("params", "macs", "flops", "bops", "weight_bits", "bias_bits", "other_param_bits",
-                    "activation_bits"):
+        for key in ("params", "macs", "flops", "elementwise_ops", "bops", "weight_bits", "bias_bits",
+                    "other_param_bits", "activation_bits"):
             tot[key] += row[key]
         tot["activation_elems"] += in_elems
         if w is not None and "weight" in fmts:  # MASE's average: quantized weights only
@@ -88,7 +97,8 @@ def analyze(graph: Graph) -> dict[str, Any]:
     avg_w = param_bits / tot["params"] if tot["params"] else float(FLOAT_BITS)
     avg_a = tot["activation_bits"] / tot["activation_elems"] if tot["activation_elems"] else float(FLOAT_BITS)
     totals = {
-        "params": tot["params"], "macs": tot["macs"], "flops": tot["flops"], "bops": tot["bops"],
+        "params": tot["params"], "macs": tot["macs"], "flops": tot["flops"],
+        "elementwise_ops": tot["elementwise_ops"], "bops": tot["bops"],
         "weight_bits": tot["weight_bits"], "bias_bits": tot["bias_bits"], "param_bits": param_bits,
         "activation_bits": tot["activation_bits"],
         "model_size": param_bits / 8,  # bytes, bit-accurate
@@ -117,9 +127,11 @@ def count_params(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[
 
 @register_pass("flops", NoSettings)
 def count_flops(graph: Graph, config: dict | None = None) -> tuple[Graph, dict[str, Any]]:
+    """FLOPs as PyTorch counts them (2 x MACs), MACs, and the element-wise work FLOPs leave out."""
     a = analyze(graph)
-    return graph, {"flops": a["totals"]["flops"], "macs": a["totals"]["macs"],
-                   "nodes": {k: {"flops": v["flops"], "macs": v["macs"]} for k, v in a["nodes"].items()}}
+    keys = ("flops", "macs", "elementwise_ops")
+    return graph, {**{k: a["totals"][k] for k in keys},
+                   "nodes": {k: {f: v[f] for f in keys} for k, v in a["nodes"].items()}}
 
 
 @register_pass("bits", BitsSettings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,23 @@ def _none_to_na(value: Any) -> Any:
 
 
 
+def _show(v: Any) -> Any:
+    """A metric as the table prints it: counts exactly, small measured figures to 4 significant digits."""
+    if not isinstance(v, float):
+        return v
+    v = float(v)  # a numpy float would print as np.float64(...)
+    if not math.isfinite(v):
+        return v
+    if v.is_integer():  # params, MACs, BOPs, bits (a scale of 1.0 makes them floats)
+        return int(v)
+    if (v * 8).is_integer() or abs(v) >= 1000:
+        # Bytes are multiples of 1/8 (3 decimals, exact); 4 digits would drop a large value's fraction.
+        return round(v, 3)
+    return float(f"{v:.4g}")
+
+
 def _round(d: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in (d or {}).items()}
+    return {k: _show(v) for k, v in (d or {}).items()}
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def _simple(name: str, totals: dict[str, str]) -> type[Hardware]:
 
 ModelSize = _simple("model_size", {"model_size": "model_size"})
 Params = _simple("params", {"params": "params"})
-Flops = _simple("flops", {"flops": "flops", "macs": "macs"})
+Flops = _simple("flops", {"flops": "flops", "macs": "macs", "elementwise_ops": "elementwise_ops"})
 Macs = _simple("macs", {"macs": "macs"})
 Bops = _simple("bops", {"bops": "bops"})
 
