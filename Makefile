@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quantized_forward.py
 	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/latency_repeatability.py
 
 clean:
 	rm -rf $(VENV) bitsmith_output

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bitsmith.data import DATASETS, get_dataset
-from bitsmith.data._base import RECIPE, split_and_scale
+from bitsmith.data._base import RECIPE, load_arrays, split_and_scale
 from bitsmith.data.jsc import CLASS_NAMES, FEATURES, is_hdf5, load_jsc, read_jsc_file
 from bitsmith.errors import BitsmithError
 from tests.conftest import make_jsc_frame, to_h5_layout
@@ -74,14 +74,33 @@ def test_duplicates_are_dropped_before_splitting(tmp_path):
 def test_processed_arrays_are_cached(jsc_files, monkeypatch, tmp_path):
     monkeypatch.setenv("BITSMITH_CACHE", str(tmp_path))
     first = load_jsc(str(jsc_files["csv"]))
-    (entry,) = (tmp_path / "processed").glob("jsc-*.npz")
-    stamp = entry.stat().st_mtime_ns
+    (entry,) = (tmp_path / "processed").glob("jsc-*")
+    stamps = {f.name: f.stat().st_mtime_ns for f in entry.iterdir()}
     again = load_jsc(str(jsc_files["csv"]))
-    assert entry.stat().st_mtime_ns == stamp  # a hit reads, never rewrites
+    assert {f.name: f.stat().st_mtime_ns for f in entry.iterdir()} == stamps  # a hit reads, never rewrites
     assert torch.equal(first.train.x, again.train.x)
+    again.train.x[0, 0] += 1  # tensors of a hit are writable copies-on-write: the cache never changes
+    assert torch.equal(first.train.x, load_jsc(str(jsc_files["csv"])).train.x)
     # Another file (other size/mtime) is another entry, not a stale hit.
     load_jsc(str(jsc_files["parquet"]))
-    assert len(list((tmp_path / "processed").glob("jsc-*.npz"))) == 2
+    assert len(list((tmp_path / "processed").glob("jsc-*"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated-array", "missing-array", "bad-meta"])
+def test_a_damaged_cache_entry_is_rebuilt(jsc_files, monkeypatch, tmp_path, damage):
+    monkeypatch.setenv("BITSMITH_CACHE", str(tmp_path))
+    first = load_jsc(str(jsc_files["csv"]))
+    (entry,) = (tmp_path / "processed").glob("jsc-*")
+    if damage == "truncated-array":
+        data = (entry / "x_val.npy").read_bytes()
+        (entry / "x_val.npy").write_bytes(data[:len(data) // 2])
+    elif damage == "missing-array":
+        (entry / "y_test.npy").unlink()
+    else:
+        (entry / "meta.json").write_text("{not json")
+    again = load_jsc(str(jsc_files["csv"]))
+    assert torch.equal(first.val.x, again.val.x) and torch.equal(first.test.y, again.test.y)
+    assert load_arrays(entry) is not None  # repaired, not rebuilt on every load
 
 
 def test_missing_columns_are_named(tmp_path):

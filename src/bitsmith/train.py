@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,20 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Every module in eval mode inside the block, as it was after. Only the modules that need it are
+    switched: ``model.eval()`` and ``model.train()`` walk every module, a good share of a small search trial."""
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
              batch_size: int = EVAL_BATCH, num_samples: int | None = None,
@@ -34,8 +49,18 @@ def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
     the mean over classes of each class's recall (classes neither present nor
     predicted left out), as torchmetrics' MulticlassAccuracy, and so MASE, reports.
     """
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        n, loss, correct, per_class = _sums(model, split, device, batch_size, num_samples, average)
+    accuracy = correct.item() / max(n, 1)
+    if per_class is not None:
+        hit, support, predicted = per_class.double()
+        seen = (support + predicted) > 0
+        accuracy = (hit[seen] / support[seen].clamp(min=1)).mean().item()
+    return {"loss": loss.item() / max(n, 1), "accuracy": accuracy}
+
+
+def _sums(model, split: Split, device, batch_size: int, num_samples: int | None, average: str):
+    """Rows, summed loss, correct predictions and (macro) per-class counts over the first rows of a split."""
     n = len(split) if num_samples is None else min(num_samples, len(split))
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -52,13 +77,7 @@ def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
             counts = torch.stack([torch.bincount(y[pred == y], minlength=k), torch.bincount(y, minlength=k),
                                   torch.bincount(pred, minlength=k)])
             per_class = counts if per_class is None else per_class + counts
-    model.train(was_training)
-    accuracy = correct.item() / max(n, 1)
-    if per_class is not None:
-        hit, support, predicted = per_class.double()
-        seen = (support + predicted) > 0
-        accuracy = (hit[seen] / support[seen].clamp(min=1)).mean().item()
-    return {"loss": loss.item() / max(n, 1), "accuracy": accuracy}
+    return n, loss, correct, per_class
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:

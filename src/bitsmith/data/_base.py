@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,22 +111,33 @@ def split_and_scale(x: np.ndarray, y: np.ndarray, recipe: dict = RECIPE,
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write atomically, so an interrupted run never leaves a broken cache."""
+    """One .npy file per array and meta.json in the directory ``path``; written beside it and renamed into
+    place, so an interrupted run never leaves a broken cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for key, value in arrays.items():
+            np.save(tmp / f"{key}.npy", value, allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "arrays": sorted(arrays)}))
+        os.replace(tmp, path)
+    except OSError:
+        if not path.is_dir():
+            raise
+        # another process wrote the same entry first; its copy is as good as ours
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The cached arrays, or None when absent or unreadable (then rebuilt)."""
-    if not path.is_file():
-        return None
+    """The cached arrays, memory-mapped (pages are read when used: a search that scores 512 rows reads
+    little more than those), or None when absent or unreadable (then rebuilt)."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files if k != "meta"}
-            meta = json.loads(str(f["meta"]))
-    except (OSError, ValueError, KeyError):
+        meta = json.loads((path / "meta.json").read_text())
+        # copy-on-write: tensors made from them are writable, and the file is never changed
+        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="c", allow_pickle=False) for k in meta.pop("arrays")}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return arrays, meta
 
@@ -153,13 +165,14 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
 def cached(name: str, source: str, build, recipe: dict = RECIPE) -> tuple[dict[str, np.ndarray], dict]:
     """Processed arrays for ``source`` and their metadata (with ``digest``): from the cache, else
     ``build()`` and store."""
-    path = cache_dir() / "processed" / f"{name}-{cache_key(source, recipe)}.npz"
+    path = cache_dir() / "processed" / f"{name}-{cache_key(source, recipe)}"
     hit = load_arrays(path)
     if hit is not None:
         arrays, meta = hit
         if "digest" not in meta:  # a cache written before digests were recorded
             meta["digest"] = digest(arrays)
         return arrays, meta
+    shutil.rmtree(path, ignore_errors=True)  # a damaged entry (hit is None) is replaced
     arrays, meta = build()
     meta = {**meta, "digest": digest(arrays)}
     try:

@@ -112,6 +112,8 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         store, backend = open_storage(options.url, search.out / "study.journal", options.timeout,
                                       **({} if _is_journal(options.url) else rdb))
+    if backend is not None:  # a journal: each new trial names its process in its first record
+        store.creation_attrs = {WORKER_ATTR: WORKER}
     base_name = options.study_name or setup.study_name or search.settings.project_name
     name, exists = resolve_study_name(store, base_name, fresh and create)
     sampler = make_sampler(setup.sampler, search.cfg.seed + seed_offset, search.objective.params)
@@ -193,6 +195,22 @@ def _queue_callbacks(cfg) -> list:
             study.stop()
 
     return [stop_when_empty] if SAMPLERS[cfg.setup.sampler].exhaustive else []
+
+
+def search_threads(cfg) -> int:
+    """Intra-op threads per process: ``setup.num_threads``, else the latency runner's, else 1."""
+    return cfg.setup.num_threads or next((t for r in cfg.runners if (t := r.threads())), None) or 1
+
+
+def one_callback(*callbacks) -> list:
+    """Optuna deep-copies the finished trial for each callback; one callback that calls the rest copies it once."""
+    chain = [c for c in callbacks if c]
+
+    def each(study, trial) -> None:
+        for callback in chain:
+            callback(study, trial)
+
+    return [each]
 
 
 def space_size(params: dict[str, list[Any]]) -> int:
@@ -383,22 +401,21 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
                       highlight=False)
     label = "weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name
     progress = Progress(console, remaining, cfg.directions, backend, label, done_before, shared=n_workers > 1)
-    threads = next((t for r in cfg.runners if (t := r.threads())), None) or (1 if n_workers > 1 else None)
+    threads = search_threads(cfg)
     old_threads = torch.get_num_threads()
     interrupted = False
     workers = _start_workers(search, options, study.study_name, overrides, n_workers - 1, threads) \
         if remaining and n_workers > 1 else []
     try:
-        if threads:
-            torch.set_num_threads(threads)  # once for the whole search, never per trial
+        torch.set_num_threads(threads)  # once for the whole search, never per trial
         with progress.bar:
             if remaining:
                 # n_trials is the study's total, also when several workers share it.
                 study.optimize(search.objective, n_trials=remaining, timeout=cfg.setup.timeout,
                                n_jobs=cfg.setup.n_jobs, gc_after_trial=False,
-                               callbacks=[signals.check, progress,
-                                          MaxTrialsCallback(cfg.setup.n_trials, states=finished),
-                                          *_queue_callbacks(cfg)])
+                               callbacks=one_callback(signals.check, progress,
+                                                      MaxTrialsCallback(cfg.setup.n_trials, states=finished),
+                                                      *_queue_callbacks(cfg)))
         _join(workers)
     except KeyboardInterrupt:
         interrupted = True
@@ -443,13 +460,13 @@ def _no_design(study, console) -> bool:
 # -- worker processes --------------------------------------------------------------------------
 
 def _start_workers(search: Search, options: StorageOptions, study_name: str, overrides, count: int,
-                   threads: int | None) -> list:
+                   threads: int) -> list:
     """``count`` more processes on the same study (spawned: no state inherited from this one)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     payload = {"settings": search.settings.model_dump(mode="json"), "source": search.settings.source,
-               "options": options, "study": study_name, "overrides": overrides, "threads": threads or 1}
+               "options": options, "study": study_name, "overrides": overrides, "threads": threads}
     procs = [ctx.Process(target=worker_main, args=(payload, i + 1), daemon=False) for i in range(count)]
     for p in procs:
         p.start()
@@ -493,10 +510,9 @@ def worker_main(payload: dict[str, Any], index: int) -> None:
             study, store, backend = open_study(search, StorageOptions(options.url, payload["study"], options.timeout),
                                                fresh=False, create=False, seed_offset=index)
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
-            cb = [signals.check, MaxTrialsCallback(search.cfg.setup.n_trials, states=finished),
-                  *_queue_callbacks(search.cfg)]
-            if backend is not None:
-                cb.append(lambda st, t: backend.sync())
+            cb = one_callback(signals.check, backend and (lambda st, t: backend.sync()),
+                              MaxTrialsCallback(search.cfg.setup.n_trials, states=finished),
+                              *_queue_callbacks(search.cfg))
             study.optimize(search.objective, n_trials=search.cfg.setup.n_trials, timeout=search.cfg.setup.timeout,
                            callbacks=cb, gc_after_trial=False)
         except KeyboardInterrupt:

@@ -22,7 +22,7 @@ as it is. An error inside the objective (``trial.suggest_*``,
 writes that state and re-raises the error, unless that write fails too. When
 the write of a trial's final state fails, ``_run_trial`` reads the trial back,
 finds it still RUNNING and ends in ``AssertionError: Should not reach``, which
-hides the real error. ``_ReportingJournal.get_trial`` therefore shows such a
+hides the real error. ``_Journal.get_trial`` therefore shows such a
 trial in the state that could not be written, so that Optuna re-raises the
 ``StorageError``. With ``n_jobs > 1`` Optuna drops the errors of the last trials
 in flight; the backend keeps its first error and ``sync()`` raises it again.
@@ -41,14 +41,16 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, check_distribution_compatibility, distribution_to_json
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.trial import TrialState
+from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import FrozenTrial, TrialState
 
 from bitsmith.errors import BitsmithError
 
@@ -79,7 +81,19 @@ class _TrialSyncedJournal(JournalFileBackend):
         self.error: StorageError | None = None  # the first failed write: sync() raises it again
         self.read_only_torn = False  # a torn end that could not be cut off: appending would bury it
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+    def read_logs(self, log_number_from: int):
+        # Most reads find nothing new: one stat instead of open, read and close.
+        known = self._log_number_offset.get(log_number_from)
+        if known is not None:
+            try:
+                if os.stat(self._file_path).st_size == known:
+                    return iter(())
+            except OSError:
+                pass
+        return super().read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> tuple[int, int]:
+        """Append records under the lock; returns where they start in the file and their length."""
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         if self.read_only_torn:
             raise StorageError(f"cannot write to the study journal {self._file_path}: it ends in a torn record that "
@@ -88,13 +102,13 @@ class _TrialSyncedJournal(JournalFileBackend):
         try:
             self._lock.acquire()  # creates a file beside the journal: fails on a full or read-only disk too
             try:
-                self._append(data)
+                return self._append(data), len(data)
             finally:
                 self._lock.release()
         except OSError as e:
             raise self._failed(e) from None  # counts the trials on disk: after releasing the lock
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes) -> int:
         fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
         try:
             start = os.fstat(fd).st_size
@@ -107,6 +121,7 @@ class _TrialSyncedJournal(JournalFileBackend):
                 raise
         finally:
             os.close(fd)
+        return start
 
     def _write(self, fd: int, data: memoryview) -> int:
         return os.write(fd, data)
@@ -145,28 +160,209 @@ class _TrialSyncedJournal(JournalFileBackend):
         return error
 
 
-class _ReportingJournal(JournalStorage):
-    """Optuna's journal storage, except that a failed write of a trial's end reaches the caller (see above)."""
+class _Own:
+    """A running trial of this process: the records not yet written, and the trial as they make it."""
+
+    def __init__(self, trial: FrozenTrial):
+        self.base, self.records = trial, []
+        self.params, self.distributions = dict(trial.params), dict(trial.distributions)
+        self.user_attrs, self.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
+        self.intermediate_values = dict(trial.intermediate_values)
+        self.frozen: FrozenTrial | None = trial
+
+    def trial(self) -> FrozenTrial:
+        if self.frozen is None:
+            t = copy.copy(self.base)
+            t.params, t.distributions = dict(self.params), dict(self.distributions)
+            t.user_attrs, t.system_attrs = dict(self.user_attrs), dict(self.system_attrs)
+            t.intermediate_values = dict(self.intermediate_values)
+            self.frozen = t
+        return self.frozen
+
+
+class _Journal(JournalStorage):
+    """Optuna's journal storage, with fewer and cheaper writes per trial, and errors that reach the caller.
+
+    Per trial, Optuna writes one record per parameter and attribute, each under the
+    file lock, and reads each back and replays it. Here a trial this process runs
+    costs three locked appends: its creation (carrying ``creation_attrs``, so that a
+    trial always names its process), its parameters and attributes so far
+    (``flush``, called once the point is chosen, so that other workers and a resume
+    see it before it is measured), and the rest with its final state, after which
+    the file is fsynced. Until written, records are shown by this process's own
+    reads. When nobody else wrote in between, this process's records are not read
+    back: the trial they make is known. The records are Optuna's own; stock Optuna
+    reads the file as usual.
+
+    A failed write of a trial's end reaches the caller (see the module's docstring).
+    """
 
     def __init__(self, backend: _TrialSyncedJournal) -> None:
         super().__init__(backend)
         self._unwritten: dict[int, tuple[TrialState, Any]] = {}
+        self._own: dict[int, _Own] = {}  # running trials of this process
+        self.creation_attrs: dict[str, Any] = {}  # system attrs written in each new trial's first record
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is not None or not self.creation_attrs:
+            trial_id = super().create_new_trial(study_id, template_trial)
+        else:
+            log = {"study_id": study_id, "datetime_start": datetime.now(tz=timezone.utc).isoformat(
+                timespec="microseconds"), "system_attrs": dict(self.creation_attrs)}
+            with self._thread_lock:
+                self._write_log(JournalOperation.CREATE_TRIAL, log)
+                self._sync_with_backend()
+                trial_id = self._replay_result._last_created_trial_id_by_this_process
+        if template_trial is None:
+            with self._thread_lock:
+                self._own[trial_id] = _Own(self._replay_result.get_trial(trial_id))
+        return trial_id
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        with self._thread_lock:
+            own = self._own.get(trial_id)
+            if own is not None:
+                self._check_distribution(trial_id, param_name, distribution)
+                self._record(own, JournalOperation.SET_TRIAL_PARAM,
+                             {"trial_id": trial_id, "param_name": param_name,
+                              "param_value_internal": param_value_internal,
+                              "distribution": distribution_to_json(distribution)})
+                own.params[param_name] = distribution.to_external_repr(param_value_internal)
+                own.distributions[param_name] = distribution
+                return
+        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self._thread_lock:
+            own = self._own.get(trial_id)
+            if own is not None:
+                self._record(own, JournalOperation.SET_TRIAL_USER_ATTR,
+                             {"trial_id": trial_id, "user_attr": {key: value}})
+                own.user_attrs[key] = _as_stored(value)
+                return
+        super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self._thread_lock:
+            own = self._own.get(trial_id)
+            if own is not None:
+                if own.system_attrs.get(key, _MISSING) != _as_stored(value):  # the worker is in the first record
+                    self._record(own, JournalOperation.SET_TRIAL_SYSTEM_ATTR,
+                                 {"trial_id": trial_id, "system_attr": {key: value}})
+                    own.system_attrs[key] = _as_stored(value)
+                return
+        super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        with self._thread_lock:
+            own = self._own.get(trial_id)
+            if own is not None:
+                self._record(own, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE,
+                             {"trial_id": trial_id, "step": step, "intermediate_value": intermediate_value})
+                own.intermediate_values[step] = intermediate_value
+                return
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def flush(self, trial_id: int) -> None:
+        """Write the trial's pending records now (one locked append, no fsync)."""
+        with self._thread_lock:
+            own = self._own.get(trial_id)
+            if own is not None and own.records:
+                records, own.records = own.records, []
+                self._write(records, trial_id, own.trial())
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         try:
-            return super().set_trial_state_values(trial_id, state, values)
+            with self._thread_lock:
+                own = self._own.get(trial_id)
+                if own is not None and state.is_finished():
+                    del self._own[trial_id]
+                    now = datetime.now(tz=timezone.utc)
+                    record = {"op_code": JournalOperation.SET_TRIAL_STATE_VALUES,
+                              "worker_id": self._replay_result.worker_id, "trial_id": trial_id, "state": state,
+                              "values": values, "datetime_complete": now.isoformat(timespec="microseconds")}
+                    final = copy.copy(own.trial())
+                    final.state = state
+                    final.values = list(values) if values is not None else final.values
+                    final.datetime_complete = now.astimezone().replace(tzinfo=None)  # as Optuna's replay reads it
+                    self._write([*own.records, record], trial_id, final)
+                    return True
+            owned = super().set_trial_state_values(trial_id, state, values)
+            if state == TrialState.RUNNING and owned:  # a queued trial this process took
+                with self._thread_lock:
+                    self._own[trial_id] = _Own(self._replay_result.get_trial(trial_id))
+            return owned
         except StorageError:
             if state.is_finished():
                 self._unwritten[trial_id] = (state, values)
             raise
 
-    def get_trial(self, trial_id: int):
+    def _record(self, own: _Own, op_code: int, fields: dict[str, Any]) -> None:
+        own.records.append({"op_code": op_code, "worker_id": self._replay_result.worker_id, **fields})
+        own.frozen = None
+
+    def _write(self, records: list[dict[str, Any]], trial_id: int, trial: FrozenTrial) -> None:
+        """Append this process's records of one trial, which make ``trial``; under ``_thread_lock``."""
+        replay, backend = self._replay_result, self._backend
+        known_end = backend._log_number_offset.get(replay.log_number_read)
+        start, length = backend.append_logs(records)
+        if start == known_end:  # nothing new from others before them: the trial they make is known
+            replay._trials[trial_id] = trial
+            replay.log_number_read += len(records)
+            backend._log_number_offset[replay.log_number_read] = start + length
+            return
+        first_error = None
+        while True:  # read everything, ours included, even past a record that the replay refuses
+            try:
+                self._sync_with_backend()
+                break
+            except (KeyError, ValueError, RuntimeError) as e:  # e.g. another process failed this trial
+                first_error = first_error or e
+        if first_error is not None:
+            raise first_error
+
+    def _check_distribution(self, trial_id: int, name: str, distribution: BaseDistribution) -> None:
+        """The check Optuna's replay makes of a parameter, made before its record is kept back."""
+        replay = self._replay_result
+        for other in replay._study_id_to_trial_ids[replay._trial_id_to_study_id[trial_id]]:
+            known = replay._trials[other].distributions.get(name)
+            if known is not None:
+                check_distribution_compatibility(known, distribution)
+                return
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _show(self, trial: FrozenTrial) -> FrozenTrial:
+        own = self._own.get(trial._trial_id)
+        return own.trial() if own is not None and trial.state == TrialState.RUNNING else trial
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = super().get_trial(trial_id)
+        with self._thread_lock:
+            trial = self._show(trial)
         if trial_id in self._unwritten and trial.state == TrialState.RUNNING:
             # In memory only: Optuna asserts that a told trial is finished before it re-raises the error.
             trial = copy.copy(trial)
             trial.state, trial.values = self._unwritten[trial_id]
         return trial
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        trials = super().get_all_trials(study_id, deepcopy=False, states=states)
+        if self._own:
+            with self._thread_lock:
+                trials = [self._show(t) for t in trials]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+
+_MISSING = object()
+
+
+def _as_stored(value: Any) -> Any:
+    """An attribute as the journal gives it back (JSON: tuples become lists)."""
+    return json.loads(json.dumps(value)) if not isinstance(value, (str, int, float, bool, type(None))) else value
 
 
 def open_storage(url: str | None, default_path: Path, timeout: float = 10.0, **rdb_kwargs):
@@ -201,7 +397,7 @@ def _open_journal(path: Path):
         lock = JournalFileSymlinkLock(str(path), grace_period=LOCK_GRACE_S)
     try:
         backend = _TrialSyncedJournal(str(path), lock_obj=lock)
-        storage = _ReportingJournal(backend)  # reads every record: a damaged one raises here
+        storage = _Journal(backend)  # reads every record: a damaged one raises here
     except OSError as e:
         raise BitsmithError(f"cannot open the journal file {path}: {e.strerror or e}") from None
     except (ValueError, KeyError, TypeError) as e:

@@ -76,8 +76,11 @@ class Objective:
             trial.study.stop()
             raise optuna.TrialPruned("every point of the space is taken")
         # Before any parameter: a trial that holds a point always says which process ran it.
+        flush = getattr(trial.storage, "flush", lambda trial_id: None)  # the journal defers its records
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
+        flush(trial._trial_id)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
+        flush(trial._trial_id)  # the point is on disk before it is measured: other workers and a resume see it
         try:  # settings that cannot be combined prune the trial; any other error stops the search
             graph, passes = build_candidate(self.base, self.space, chosen)
             graph, sw, hw = self.measure(graph)
