@@ -1,5 +1,6 @@
-import re
 """Search pieces in Python: config checks, spaces, objectives, Pareto fronts."""
+
+import re
 
 import pytest
 
@@ -267,3 +268,31 @@ def test_candidate_error_while_building_prunes_the_trial():
     assert "node 'seq_blocks_4' expects 16 input features" in reason and "gives 32" in reason
     assert study.trials[1].params == {"seq_blocks_2/channel_multiplier": 1}
     assert study.trials[1].user_attrs["hardware_metrics"] == {"params": sum(p.numel() for p in g.gm.parameters())}
+
+
+@pytest.mark.parametrize("setup,latency,expected", [
+    ({}, {}, 1),  # the default: one intra-op thread per process
+    ({"num_threads": 2}, {}, 2),
+    ({}, {"num_threads": 2}, 2),  # the latency table's setting, as older files write it
+])
+def test_threads_are_set_once_for_the_search_and_restored(tmp_path, monkeypatch, setup, latency, expected):
+    import torch
+    from rich.console import Console
+
+    from bitsmith.config import load_settings
+    from bitsmith.search.job import run_search
+
+    cfg = search_cfg(n_trials=3, **setup)
+    cfg["strategy"]["sw_runner"]["latency"] = {"min_repeats": 2, "max_time_ms": 1, **latency}
+    settings = load_settings(None, model="digits-mlp", dataset="digits", project_dir=str(tmp_path), search=cfg)
+    before = torch.get_num_threads()
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+    summary = run_search(settings, console=Console(quiet=True))
+    import json
+
+    trials = json.loads((tmp_path / "digits-mlp_digits" / "search" / "trials.json").read_text())
+    assert [t["software_metrics"]["latency_threads"] for t in trials] == [expected] * 3
+    assert calls == [expected, before]  # set once before the first trial, restored after: never per trial
+    assert torch.get_num_threads() == before and summary["states"]["COMPLETE"] == 3
