@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", dest="n_trials", type=int, help="override [search.strategy.setup] n_trials")
     p.add_argument("--n-workers", dest="n_workers", type=int, default=1,
                    help="worker processes on this machine sharing the study (default 1)")
+    p.add_argument("--export", help="hls4ml or qonnx: also export every design on the front, into "
+                                    "best/trial_N/ (needs bitsmith[hls4ml])")
+    p = sub.add_parser("export", help="write a quantized checkpoint as an hls4ml project or a QONNX model")
+    _add_common(p)
+    p.add_argument("--to", required=True, help="hls4ml or qonnx")
+    p.add_argument("--output-dir", dest="output_dir", help="hls4ml: the project directory to write")
+    p.add_argument("--output", help="qonnx: the .onnx file to write")
+    p.add_argument("--backend", default="Vitis", help="hls4ml backend: Vitis (default) or Vivado")
+    p.add_argument("--io-type", dest="io_type", default="io_parallel", help="hls4ml I/O type (io_parallel)")
+    p.add_argument("--verify", action="store_true",
+                   help="run the test split through the export and through bitsmith and compare them")
     p = sub.add_parser("compare", help="compare samplers on a search's space: ground truth, many seeds, plots")
     _add_common(p)
     _add_strict(p)
@@ -122,6 +133,12 @@ def run(argv: list[str] | None = None) -> int:
         from bitsmith.dashboard import serve_from_args
 
         return serve_from_args(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "search" and args.export:
+        from bitsmith.export import check_target
+
+        check_target(args.export, flag="--export")  # before the search: a missing extra should not cost one
     settings = settings_from_args(args)
     if args.command == "compare":
         from bitsmith.search.compare import run_compare
@@ -136,12 +153,27 @@ def run(argv: list[str] | None = None) -> int:
             write_report(settings, store)
             return 0
         result = run_search(settings, storage=store, fresh=args.fresh, n_workers=args.n_workers,
-                            overrides={"sampler": args.sampler, "n_trials": args.n_trials})
+                            overrides={"sampler": args.sampler, "n_trials": args.n_trials}, export=args.export)
         return 130 if result["interrupted"] else 1 if result.get("failed") else 0
     from bitsmith import jobs
 
     getattr(jobs, args.command)(settings)
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bitsmith.export import check_target, export
+
+    check_target(args.to, args.backend, args.io_type)
+    flag, other = ("--output-dir", "--output") if args.to == "hls4ml" else ("--output", "--output-dir")
+    output = args.output_dir if args.to == "hls4ml" else args.output
+    if output is None:
+        example = "DIR" if args.to == "hls4ml" else "model.onnx"
+        raise BitsmithError(f"export --to {args.to} needs {flag} {example}"
+                            + (f" ({other} is for the other target)" if (args.output or args.output_dir) else ""))
+    summary = export(settings_from_args(args), args.to, output, args.backend, args.io_type, args.verify)
+    # A design whose every layer is quantized must match bit for bit; anything else is a bug worth a status.
+    return 1 if args.verify and summary["exact_design"] and not summary["bit_exact"] else 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -216,6 +216,9 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
     out = settings.output_dir / "transform"
     check_output_dir(out)
     p = prepare(settings)
+    if p.settings.output_dir != settings.output_dir:  # the checkpoint named the model and data set
+        out = p.settings.output_dir / "transform"
+        check_output_dir(out)
     settings = p.settings
     if not settings.load_name:
         console.print("note: no checkpoint given (--load); transforming freshly initialised weights", highlight=False)

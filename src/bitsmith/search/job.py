@@ -357,16 +357,44 @@ def fail_unfinished(store, trial_ids: list[int]) -> None:
 # -- the search ------------------------------------------------------------------------------
 
 def run_search(settings: Settings, storage: StorageOptions | str | None = None, fresh: bool = False,
-               overrides: dict[str, Any] | None = None, console=None, n_workers: int = 1) -> dict[str, Any]:
-    """Run (or resume) the search ``settings.search`` describes, in ``n_workers`` processes; write its results."""
+               overrides: dict[str, Any] | None = None, console=None, n_workers: int = 1,
+               export: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the search ``settings.search`` describes, in ``n_workers`` processes; write its results.
+
+    ``export`` ("hls4ml" or "qonnx"): also export every design on the front, into ``best/trial_N/``.
+    """
     options = storage if isinstance(storage, StorageOptions) else StorageOptions(storage)
     if not 1 <= n_workers <= MAX_WORKERS:
         raise BitsmithError(f"--n-workers {n_workers}: use 1 to {MAX_WORKERS} worker processes")
     if n_workers > 1 and options.url and ":memory:" in options.url:
         raise BitsmithError(f"--n-workers {n_workers} needs a storage that processes can share; an in-memory "
                             "database is private to one process: use the default journal file or a database file")
+    if export is not None:
+        from bitsmith.export import check_target
+
+        check_target(export)
     with optuna_quiet(), stop_on_signals() as signals:
-        return _run(settings, options, fresh, overrides, console, n_workers, signals)
+        summary = _run(settings, options, fresh, overrides, console, n_workers, signals)
+    if export is not None and not summary["interrupted"]:
+        summary["exports"] = _export_front(settings, summary, export, console)
+    return summary
+
+
+def _export_front(settings: Settings, summary: dict[str, Any], to: str, console) -> list[str]:
+    """Export each best design's checkpoint beside it: best/trial_N/hls4ml/ or best/trial_N/model.onnx."""
+    from bitsmith.export import export
+    from bitsmith.jobs import make_console
+
+    console = console or make_console()
+    written = []
+    for entry in summary["best"]:
+        ckpt = Path(entry["checkpoint"])
+        out = ckpt.parent / ("hls4ml" if to == "hls4ml" else "model.onnx")
+        design = settings.model_copy(update={"load_name": str(ckpt), "load_type": "pl"})
+        design._source = settings.source
+        export(design, to, out, console=console)
+        written.append(str(out))
+    return written
 
 
 def _run(settings, options, fresh, overrides, console, n_workers, signals) -> dict[str, Any]:

@@ -1,0 +1,164 @@
+"""``bitsmith export``: a quantized design to the hardware tools its users run next, bit-exact.
+
+Targets: hls4ml (a project whose per-layer precisions reproduce bitsmith's
+arithmetic, ``export/hls4ml.py``) and QONNX (``Quant`` nodes with the same
+formats, ``export/qonnx.py``). Both start from one description of the design,
+``plan.plan_of``; ``--verify`` runs the test split through the exported model
+and through bitsmith and compares them layer by layer (``plan.compare``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+from bitsmith.config import Settings
+from bitsmith.errors import BitsmithError
+
+TARGETS = {"hls4ml": ("hls4ml", "hls4ml"), "qonnx": ("qonnx", "qonnx")}  # target -> (module, extra)
+BACKENDS = ("Vitis", "Vivado")
+IO_TYPES = ("io_parallel",)
+
+
+def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", flag: str = "--to") -> None:
+    """Refuse an unknown target, backend or I/O type, or a missing extra, before anything is loaded or written."""
+    if to not in TARGETS:
+        raise BitsmithError(f"{flag} {to}: export targets are {', '.join(TARGETS)}")
+    if to == "hls4ml":
+        if backend not in BACKENDS:
+            raise BitsmithError(f"--backend {backend}: hls4ml backends bitsmith configures are "
+                                f"{', '.join(BACKENDS)}")
+        if io_type not in IO_TYPES:
+            raise BitsmithError(f"--io-type {io_type}: bitsmith's hls4ml export writes {', '.join(IO_TYPES)}")
+    needed = ["qonnx", "onnx", "onnxruntime"] + (["hls4ml"] if to == "hls4ml" else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BitsmithError(f"export to {to} needs {', '.join(missing)}: pip install 'bitsmith[{TARGETS[to][1]}]'")
+
+
+def _check_output(to: str, output: Path) -> None:
+    if to == "hls4ml":
+        if output.exists() and not output.is_dir():
+            raise BitsmithError(f"--output-dir {output} is a file; give a directory for the hls4ml project")
+    elif output.is_dir():
+        raise BitsmithError(f"--output {output} is a directory; give a file name such as {output / 'model.onnx'}")
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            raise BitsmithError(f"cannot write {output}: {parent} is a file, not a directory")
+
+
+def load_design(settings: Settings):
+    """The checkpoint ``settings.load_name`` as (plan, graph, prepared); a float design is refused."""
+    from bitsmith.export.plan import plan_of
+    from bitsmith.graph import trace
+    from bitsmith.jobs import prepare
+
+    if not settings.load_name:
+        raise BitsmithError("export needs a checkpoint: pass --load CKPT (a transformed checkpoint, or a "
+                            "search's best/trial_N/model.ckpt)")
+    p = prepare(settings)
+    if not any(name == "quantize" for name, _ in p.meta.get("passes", [])):
+        raise BitsmithError(f"checkpoint {settings.load_name} holds a float model (no quantize pass), so it has "
+                            "no fixed-point formats to export; quantize it first (`bitsmith transform` with "
+                            "[passes.quantize]) or export a search's best/trial_N/model.ckpt")
+    graph = trace(p.model.eval(), p.data.in_shape)
+    plan = plan_of(graph, p.settings.model)
+    if not any(step.quantized for step in plan.steps):
+        raise BitsmithError(f"checkpoint {settings.load_name}: no layer is quantized, so there are no "
+                            "fixed-point formats to export; quantize some layers first")
+    return plan, graph, p
+
+
+def export(settings: Settings, to: str, output: str | Path, backend: str = "Vitis", io_type: str = "io_parallel",
+           verify: bool = False, console=None) -> dict[str, Any]:
+    """Write the checkpoint's design for ``to`` at ``output``; with ``verify``, compare it with bitsmith."""
+    from bitsmith.jobs import make_console
+
+    console = console or make_console()
+    output = Path(output)
+    check_target(to, backend, io_type)
+    _check_output(to, output)
+    plan, graph, p = load_design(settings)
+    t0 = time.perf_counter()
+    if to == "qonnx":
+        from bitsmith.export.qonnx import write_qonnx
+
+        write_qonnx(plan, output)
+        written = None
+    else:
+        from bitsmith.export.hls4ml import write_hls4ml
+
+        written = write_hls4ml(plan, output, backend=backend, io_type=io_type)
+    seconds = {"write": time.perf_counter() - t0}
+    console.print(f"exported {p.settings.model} from {settings.load_name} to {to}: {output}", highlight=False)
+    print_formats(plan, console)
+    for note in plan.notes:
+        console.print(f"warning: not bit-exact: {note}", highlight=False, markup=False)
+    summary: dict[str, Any] = {"output": str(output), "to": to, "exact_design": plan.exact, "seconds": seconds}
+    if verify:
+        summary.update(verify_export(plan, graph, p.data.test, to, output, written, console))
+        summary["seconds"].update(summary.pop("verify_seconds"))
+    return summary
+
+
+def verify_export(plan, graph, split, to: str, output: Path, written, console) -> dict[str, Any]:
+    """Run ``split`` through the exported model and through bitsmith; print and return how they differ."""
+    import numpy as np
+
+    from bitsmith.export.plan import compare, reference
+
+    x = split.x.reshape(len(split), -1)
+    ours = reference(graph, split.x)
+    t0 = time.perf_counter()
+    if to == "qonnx":
+        from bitsmith.export.qonnx import run_qonnx
+
+        theirs = run_qonnx(output, x.double().numpy())
+    else:
+        from bitsmith.export.hls4ml import compile_and_run
+
+        theirs = compile_and_run(written, x.double().numpy())
+    seconds = time.perf_counter() - t0
+    last = plan.steps[-1].name
+    cmp = compare(ours, theirs, last)
+    from rich.table import Table
+
+    table = Table(title=f"Verification on the test split ({cmp.rows} rows), layer by layer:", title_justify="left")
+    for col in ("layer", "kind", "max |diff|", "rows differing"):
+        table.add_column(col)
+    kinds = {s.name: s.kind for s in plan.steps}
+    for name, (diff, rows) in cmp.per_step.items():
+        table.add_row(name, kinds.get(name, ""), f"{diff:.6g}", str(rows))
+    console.print(table)
+    exact = cmp.max_abs_diff == 0.0
+    console.print(f"max |diff| of the outputs: {cmp.max_abs_diff:.6g}; predictions agree on "
+                  f"{cmp.agreement * 100:.2f}% of {cmp.rows} rows" + (" (bit-exact)" if exact else ""),
+                  highlight=False)
+    first = next((n for n, (d, _) in cmp.per_step.items() if d > 0), None)
+    if first is not None:
+        console.print(f"first layer that differs: {first}", highlight=False)
+    return {"max_abs_diff": cmp.max_abs_diff, "agreement": cmp.agreement, "rows": cmp.rows,
+            "per_layer": {k: {"max_abs_diff": d, "rows": r} for k, (d, r) in cmp.per_step.items()},
+            "bit_exact": exact, "first_difference": first, "verify_seconds": {"compile_and_run": seconds},
+            "outputs_finite": bool(np.isfinite(np.asarray(theirs[last])).all())}
+
+
+def print_formats(plan, console) -> None:
+    from rich.table import Table
+
+    def show(fmt) -> str:
+        if fmt is None:
+            return "float"
+        kind = "ap_fixed" if fmt.signed else "ap_ufixed"
+        return f"{kind}<{fmt.width},{fmt.width - fmt.frac}>"
+
+    table = Table(title="Formats (rounding half to even, saturating):", title_justify="left")
+    for col in ("layer", "kind", "input", "weight", "bias", "accumulator bits"):
+        table.add_column(col)
+    for s in plan.steps:
+        table.add_row(s.name, s.kind, show(s.data_in), show(s.weight_fmt) if s.kind == "linear" else "",
+                      show(s.bias_fmt) if s.kind == "linear" and s.bias is not None else "",
+                      str(s.accumulator_bits() or ""))
+    console.print(table)

@@ -1,0 +1,119 @@
+"""`bitsmith export` end to end: a quantized digits design to QONNX and to hls4ml (compiled with g++), verified
+bit-exact against bitsmith; `search --export`; and what export refuses."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bitsmith.data import get_dataset
+from bitsmith.errors import BitsmithError
+from bitsmith.export.plan import plan_of
+from bitsmith.graph import trace
+from tests.cli.test_cli import cli
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """A digits-mlp trained briefly, then quantized to 8 bits by configs/digits_quantize_8bit.toml."""
+    from bitsmith.cli import main
+
+    out = tmp_path_factory.mktemp("design")
+    for argv in (["train", "digits-mlp", "digits", "--max-epochs", "5", "--project-dir", str(out)],
+                 ["transform", "--config", str(CONFIGS / "digits_quantize_8bit.toml"), "--load",
+                  str(out / "digits-mlp_digits" / "checkpoints" / "best.ckpt"), "--project-dir", str(out)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    return out / "digits-mlp_digits" / "transform" / "transformed.ckpt"
+
+
+def test_qonnx_export_is_bit_exact_on_the_test_split(tmp_path, capsys, quantized):
+    rows = len(get_dataset("digits").test)
+    code, out, err = cli(capsys, "export", "--load", str(quantized), "--to", "qonnx", "--output",
+                         str(tmp_path / "m.onnx"), "--verify")
+    assert code == 0, err
+    assert f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows (bit-exact)" in out
+    assert "ap_ufixed<8,4>" in out and "warning" not in out + err  # the ReLU's unsigned input; nothing inexact
+    assert (tmp_path / "m.onnx").stat().st_size > 0 and list(tmp_path.iterdir()) == [tmp_path / "m.onnx"]
+
+
+@pytest.mark.slow
+def test_hls4ml_export_compiles_and_is_bit_exact_on_the_test_split(tmp_path, capsys, quantized):
+    """What CI checks with g++: one small design, compiled by hls4ml, equal to bitsmith bit for bit."""
+    rows = len(get_dataset("digits").test)
+    code, out, err = cli(capsys, "export", "--load", str(quantized), "--to", "hls4ml", "--output-dir",
+                         str(tmp_path / "prj"), "--verify")
+    assert code == 0, err
+    assert f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows (bit-exact)" in out
+    written = json.loads((tmp_path / "prj" / "bitsmith_export.json").read_text())
+    assert "AP_RND_CONV" in json.dumps(written) and "AP_SAT" in json.dumps(written)
+    assert any(p.suffix == ".cpp" for p in (tmp_path / "prj").rglob("*"))
+
+
+@pytest.mark.slow
+def test_search_exports_every_design_on_the_front(tmp_path, capsys, quantized):
+    ckpt = quantized.parents[1] / "checkpoints" / "best.ckpt"
+    code, out, err = cli(capsys, "search", "--config", str(CONFIGS / "search_digits_quantize.toml"), "--load",
+                         str(ckpt), "--project-dir", str(tmp_path), "--n-trials", "6", "--export", "qonnx")
+    assert code == 0, err
+    best = json.loads(next(tmp_path.rglob("best.json")).read_text())["best"]
+    assert best
+    for entry in best:
+        onnx = Path(entry["checkpoint"]).parent / "model.onnx"
+        assert onnx.stat().st_size > 0, f"no export beside {entry['checkpoint']}"
+
+
+def test_a_layer_the_targets_cannot_express_is_named():
+    model = nn.Sequential(nn.Linear(16, 8), nn.LayerNorm(8), nn.Linear(8, 5))
+    with pytest.raises(BitsmithError, match=r"export cannot write layer '_1': LayerNorm \(layernorm\); bitsmith "
+                                            r"exports chains of Linear, ReLU and BatchNorm1d layers"):
+        plan_of(trace(model.eval(), (16,)), "ln-mlp")
+
+
+def test_an_image_model_is_refused_with_its_input_shape(tmp_path, capsys):
+    from bitsmith.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "digits-cnn", "digits-image", "--max-epochs", "1", "--project-dir", str(tmp_path)])
+    cfg = tmp_path / "q.toml"
+    cfg.write_text('[passes.quantize]\nby = "type"\n[passes.quantize.default.config]\nname = "NA"\n'
+                   '[passes.quantize.conv2d.config]\nname = "integer"\ndata_in_width = 8\nweight_width = 8\n'
+                   'bias_width = 8\n')
+    code, _, err = cli(capsys, "transform", "--config", str(cfg), "--load",
+                       str(tmp_path / "digits-cnn_digits-image" / "checkpoints" / "best.ckpt"),
+                       "--project-dir", str(tmp_path))
+    assert code == 0, err
+    ckpt = tmp_path / "digits-cnn_digits-image" / "transform" / "transformed.ckpt"
+    code, out, err = cli(capsys, "export", "--load", str(ckpt), "--to", "qonnx", "--output", str(tmp_path / "c.onnx"))
+    assert code == 2 and "export writes models with one flat input; digits-cnn takes input of shape (1, 8, 8)" in err
+    assert not (tmp_path / "c.onnx").exists() and "Traceback" not in err
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    from bitsmith.export import check_target
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hls4ml" else real(name, *a))
+    with pytest.raises(BitsmithError, match=r"^export to hls4ml needs hls4ml: pip install 'bitsmith\[hls4ml\]'$"):
+        check_target("hls4ml")
+    check_target("qonnx")  # the QONNX export does not need hls4ml
+
+
+def test_verify_reads_every_row_and_layer(quantized):
+    """The comparison is over the whole test split and names every layer of the design."""
+    from bitsmith.config import load_settings
+    from bitsmith.export import load_design
+    from bitsmith.export.plan import reference
+
+    plan, graph, p = load_design(load_settings(None, load_name=str(quantized)))
+    ours = reference(graph, p.data.test.x)
+    assert list(ours) == [s.name for s in plan.steps]
+    assert all(len(v) == len(p.data.test) for v in ours.values())
+    assert torch.equal(torch.from_numpy(ours[plan.steps[-1].name]).float(), p.model.eval()(p.data.test.x).detach())
