@@ -429,7 +429,7 @@ CASES: list[Case] = [
          match=r"--backend Quartus: hls4ml backends bitsmith configures are Vitis, Vivado"),
     Case("export-unknown-io-type", ["export", "--load", "{ckpt}", "--to", "hls4ml", "--output-dir", "{out}",
                                     "--io-type", "io_serial"],
-         match=r"--io-type io_serial: bitsmith's hls4ml export writes io_parallel"),
+         match=r"--io-type io_serial: bitsmith's hls4ml export writes io_parallel, io_stream"),
     Case("export-output-dir-is-a-file", ["export", "--load", "{ckpt}", "--to", "hls4ml", "--output-dir",
                                          "{tmp}/blocker"], files={"blocker": "a file"},
          match=r"--output-dir .*blocker is a file; give a directory for the hls4ml project"),

@@ -19,7 +19,7 @@ from bitsmith.errors import BitsmithError
 
 TARGETS = {"hls4ml": ("hls4ml", "hls4ml"), "qonnx": ("qonnx", "qonnx")}  # target -> (module, extra)
 BACKENDS = ("Vitis", "Vivado")
-IO_TYPES = ("io_parallel",)
+IO_TYPES = ("io_parallel", "io_stream")
 
 
 def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", flag: str = "--to") -> None:
