@@ -59,13 +59,14 @@ def test_hls4ml_export_compiles_and_is_bit_exact_on_the_test_split(tmp_path, cap
 def test_search_exports_every_design_on_the_front(tmp_path, capsys, quantized):
     ckpt = quantized.parents[1] / "checkpoints" / "best.ckpt"
     code, out, err = cli(capsys, "search", "--config", str(CONFIGS / "search_digits_quantize.toml"), "--load",
-                         str(ckpt), "--project-dir", str(tmp_path), "--n-trials", "6", "--export", "qonnx")
+                         str(ckpt), "--project-dir", str(tmp_path), "--n-trials", "6", "--export", "hls4ml")
     assert code == 0, err
     best = json.loads(next(tmp_path.rglob("best.json")).read_text())["best"]
     assert best
     for entry in best:
-        onnx = Path(entry["checkpoint"]).parent / "model.onnx"
-        assert onnx.stat().st_size > 0, f"no export beside {entry['checkpoint']}"
+        project = Path(entry["checkpoint"]).parent / "hls4ml"
+        written = json.loads((project / "bitsmith_export.json").read_text())
+        assert "AP_RND_CONV" in json.dumps(written), f"no hls4ml project beside {entry['checkpoint']}"
 
 
 def test_a_layer_the_targets_cannot_express_is_named():
