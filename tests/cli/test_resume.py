@@ -147,6 +147,25 @@ def test_max_retry_stops_a_point_that_fails_every_time(tmp_path, capsys):
     assert history == [None, [0], [0, 1]]
 
 
+def test_a_queued_point_stopped_before_its_first_parameter_is_queued_again(tmp_path):
+    """A stop can land after a queued trial is taken and before it chooses its parameters: the failed trial
+    then holds its point only as Optuna's fixed_params, and that point must still be run again."""
+    from bitsmith.search.job import recover
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(storage=storage)
+    for x in (1, 2):
+        study.enqueue_trial({"x": x})
+    taken = study.ask()  # takes the point x = 1 ...
+    study.tell(taken, state=optuna.trial.TrialState.FAIL)  # ... and is stopped before suggest_categorical
+    assert study.trials[0].params == {} and study.trials[0].system_attrs["fixed_params"] == {"x": 1}
+    failed_now, enqueued = recover(study, storage, max_retry=3)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert (failed_now, enqueued) == (0, 1)
+    assert sorted(t.system_attrs["fixed_params"]["x"] for t in waiting) == [1, 2]  # x = 1 again, once
+    assert recover(study, storage, max_retry=3) == (0, 0)  # a second start queues nothing more
+
+
 def test_resume_refuses_changed_runner_settings_and_data_naming_the_difference(tmp_path, capsys, jsc_files):
     cfg = tmp_path / "s.toml"
     cfg.write_text(SPACE.format(steps=5).replace("n_trials = 100", "n_trials = 2"))

@@ -267,7 +267,7 @@ def recover(study, store, max_retry: int) -> tuple[int, int]:
     retry = _retry(max_retry)
     enqueued = 0
     for t in trials:
-        if t.state == TrialState.FAIL and t.params and t.number not in retried and _point(t) not in settled:
+        if t.state == TrialState.FAIL and _params(t) and t.number not in retried and _point(t) not in settled:
             before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             retry(study, t)  # adds a WAITING trial with the same params, unless retried max_retry times already
             if len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before:
@@ -287,8 +287,14 @@ def _retry(max_retry: int):
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
+def _params(t) -> dict[str, Any]:
+    """The point a trial holds: its parameters, or the queued point it took (a trial stopped before its first
+    parameter was chosen, and a queued trial not yet taken, have only that)."""
+    return t.params or t.system_attrs.get("fixed_params") or {}
+
+
 def _point(t) -> str:
-    return json.dumps(t.params, sort_keys=True, default=str)
+    return json.dumps(_params(t), sort_keys=True, default=str)
 
 
 # -- signals ---------------------------------------------------------------------------------
