@@ -137,9 +137,9 @@ def callbacks(*fns):
     return one(*fns) if one else [f for f in fns if f]
 
 
-def search_threads(cfg) -> int | None:
+def search_threads(cfg, val_rows: int) -> int | None:
     pick = getattr(job, "search_threads", None)
-    return pick(cfg) if pick else None  # older code: torch's default
+    return pick(cfg, val_rows) if pick else None  # older code: torch's default
 
 
 def quantiles(values: list[float]) -> tuple[float, float]:
@@ -158,11 +158,11 @@ def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, t
         ev["num_samples"] = num_samples
     raw["strategy"]["setup"]["sampler"] = "random"
     cfg = parse_search(raw, s.seed, {"sampler": "random"})
-    threads = search_threads(cfg)
+    p = prepare(s)
+    threads = search_threads(cfg, len(p.data.val))
     default_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    p = prepare(s)
     from bitsmith.graph import trace
 
     base = trace(p.model.eval(), p.data.in_shape)

@@ -296,3 +296,19 @@ def test_threads_are_set_once_for_the_search_and_restored(tmp_path, monkeypatch,
     assert [t["software_metrics"]["latency_threads"] for t in trials] == [expected] * 3
     assert calls == [expected, before]  # set once before the first trial, restored after: never per trial
     assert torch.get_num_threads() == before and summary["states"]["COMPLETE"] == 3
+
+
+def test_thread_rule_follows_the_rows_scored_per_trial():
+    """One thread when a trial scores few rows; torch's default from LARGE_EVALUATION_ROWS, single process only."""
+    import torch
+
+    from bitsmith.search.job import LARGE_EVALUATION_ROWS, search_threads
+
+    default = torch.get_num_threads()
+    whole = parse_search(search_cfg())
+    whole.runners[0].settings = whole.runners[0].settings.model_copy(update={"num_samples": None})
+    assert search_threads(parse_search(search_cfg()), 100_000) == 1  # 64 rows per trial
+    assert search_threads(whole, LARGE_EVALUATION_ROWS) == default
+    assert search_threads(whole, LARGE_EVALUATION_ROWS - 1) == 1
+    assert search_threads(whole, 100_000, n_workers=2) == 1  # workers give the parallelism
+    assert search_threads(parse_search(search_cfg(num_threads=3)), 100_000) == 3

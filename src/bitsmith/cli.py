@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", dest="output_dir", help="hls4ml: the project directory to write")
     p.add_argument("--output", help="qonnx: the .onnx file to write")
     p.add_argument("--backend", default="Vitis", help="hls4ml backend: Vitis (default) or Vivado")
-    p.add_argument("--io-type", dest="io_type", default="io_parallel", help="hls4ml I/O type: io_parallel (default) or io_stream")
+    p.add_argument("--io-type", dest="io_type", default="io_parallel",
+                   help="hls4ml I/O type: io_parallel (default) or io_stream")
     p.add_argument("--verify", action="store_true",
                    help="run the test split through the export and through bitsmith and compare them")
     p = sub.add_parser("compare", help="compare samplers on a search's space: ground truth, many seeds, plots")
@@ -135,10 +136,6 @@ def run(argv: list[str] | None = None) -> int:
         return serve_from_args(args)
     if args.command == "export":
         return _export(args)
-    if args.command == "search" and args.export:
-        from bitsmith.export import check_target
-
-        check_target(args.export, flag="--export")  # before the search: a missing extra should not cost one
     settings = settings_from_args(args)
     if args.command == "compare":
         from bitsmith.search.compare import run_compare

@@ -98,20 +98,18 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
         console.print(f"warning: not bit-exact: {note}", highlight=False, markup=False)
     summary: dict[str, Any] = {"output": str(output), "to": to, "exact_design": plan.exact, "seconds": seconds}
     if verify:
+        t0 = time.perf_counter()
         summary.update(verify_export(plan, graph, p.data.test, to, output, written, console))
-        summary["seconds"].update(summary.pop("verify_seconds"))
+        seconds["verify"] = time.perf_counter() - t0  # hls4ml: compiling included
     return summary
 
 
 def verify_export(plan, graph, split, to: str, output: Path, written, console) -> dict[str, Any]:
     """Run ``split`` through the exported model and through bitsmith; print and return how they differ."""
-    import numpy as np
-
     from bitsmith.export.plan import compare, reference
 
     x = split.x.reshape(len(split), -1)
     ours = reference(graph, split.x)
-    t0 = time.perf_counter()
     if to == "qonnx":
         from bitsmith.export.qonnx import run_qonnx
 
@@ -120,7 +118,6 @@ def verify_export(plan, graph, split, to: str, output: Path, written, console) -
         from bitsmith.export.hls4ml import compile_and_run
 
         theirs = compile_and_run(written, x.double().numpy())
-    seconds = time.perf_counter() - t0
     last = plan.steps[-1].name
     cmp = compare(ours, theirs, last)
     from rich.table import Table
@@ -141,8 +138,7 @@ def verify_export(plan, graph, split, to: str, output: Path, written, console) -
         console.print(f"first layer that differs: {first}", highlight=False)
     return {"max_abs_diff": cmp.max_abs_diff, "agreement": cmp.agreement, "rows": cmp.rows,
             "per_layer": {k: {"max_abs_diff": d, "rows": r} for k, (d, r) in cmp.per_step.items()},
-            "bit_exact": exact, "first_difference": first, "verify_seconds": {"compile_and_run": seconds},
-            "outputs_finite": bool(np.isfinite(np.asarray(theirs[last])).all())}
+            "bit_exact": exact, "first_difference": first}
 
 
 def print_formats(plan, console) -> None:

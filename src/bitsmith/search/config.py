@@ -37,8 +37,8 @@ class Setup(Table):
     # and retried (Optuna's heartbeat). Journal files check the worker's process instead.
     heartbeat_interval: int = Field(10, ge=1, le=3600)
     grace_period: int = Field(30, ge=2, le=86400)
-    # Intra-op threads of each worker process, set once when the search starts. Default 1: a small
-    # model's matmuls lose more to thread hand-offs and busy cores than they gain (docs/search.md).
+    # Intra-op threads of each worker process, set once when the search starts. Default: by the size of
+    # the work (job.search_threads, docs/search.md).
     num_threads: int | None = Field(None, ge=1, le=1024)
     # MASE keys with no meaning here (multi-GPU, its pickle checkpoints, runner style): accepted, unused.
     model_parallel: bool = False

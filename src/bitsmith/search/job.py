@@ -197,9 +197,23 @@ def _queue_callbacks(cfg) -> list:
     return [stop_when_empty] if SAMPLERS[cfg.setup.sampler].exhaustive else []
 
 
-def search_threads(cfg) -> int:
-    """Intra-op threads per process: ``setup.num_threads``, else the latency runner's, else 1."""
-    return cfg.setup.num_threads or next((t for r in cfg.runners if (t := r.threads())), None) or 1
+# From about this many rows scored per trial, more intra-op threads pay off on an idle machine
+# (benchmarks/threads.py: jsc-toy, whole validation split, 66,400 rows: 17 ms with 2 threads, 43 ms with 1;
+# equal with two busy processes); below it a trial is mostly Python, and threads only cost.
+LARGE_EVALUATION_ROWS = 16_384
+
+
+def search_threads(cfg, val_rows: int, n_workers: int = 1) -> int:
+    """Intra-op threads per process: ``setup.num_threads``, else the latency runner's; else torch's default for
+    a single process scoring at least LARGE_EVALUATION_ROWS rows per trial, and 1 otherwise."""
+    explicit = cfg.setup.num_threads or next((t for r in cfg.runners if (t := r.threads())), None)
+    if explicit:
+        return explicit
+    rows = max((min(r.settings.num_samples or val_rows, val_rows) for r in cfg.runners
+                if r.name == "basic_evaluation"), default=0)
+    import torch
+
+    return torch.get_num_threads() if n_workers == 1 and rows >= LARGE_EVALUATION_ROWS else 1
 
 
 def one_callback(*callbacks) -> list:
@@ -375,10 +389,10 @@ def run_search(settings: Settings, storage: StorageOptions | str | None = None, 
     if n_workers > 1 and options.url and ":memory:" in options.url:
         raise BitsmithError(f"--n-workers {n_workers} needs a storage that processes can share; an in-memory "
                             "database is private to one process: use the default journal file or a database file")
-    if export is not None:
+    if export is not None:  # before the search: a missing extra should not cost one
         from bitsmith.export import check_target
 
-        check_target(export)
+        check_target(export, flag="--export")
     with optuna_quiet(), stop_on_signals() as signals:
         summary = _run(settings, options, fresh, overrides, console, n_workers, signals)
     if export is not None and not summary["interrupted"]:
@@ -435,7 +449,7 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
                       highlight=False)
     label = "weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name
     progress = Progress(console, remaining, cfg.directions, backend, label, done_before, shared=n_workers > 1)
-    threads = search_threads(cfg)
+    threads = search_threads(cfg, len(search.objective.ctx.data.val), n_workers)
     old_threads = torch.get_num_threads()
     interrupted = False
     workers = _start_workers(search, options, study.study_name, overrides, n_workers - 1, threads) \

@@ -254,10 +254,11 @@ class _Journal(JournalStorage):
         with self._thread_lock:
             own = self._own.get(trial_id)
             if own is not None:
-                if own.system_attrs.get(key, _MISSING) != _as_stored(value):  # the worker is in the first record
+                stored = _as_stored(value)
+                if own.system_attrs.get(key, _MISSING) != stored:  # the worker is in the first record
                     self._record(own, JournalOperation.SET_TRIAL_SYSTEM_ATTR,
                                  {"trial_id": trial_id, "system_attr": {key: value}})
-                    own.system_attrs[key] = _as_stored(value)
+                    own.system_attrs[key] = stored
                 return
         super().set_trial_system_attr(trial_id, key, value)
 
