@@ -48,13 +48,24 @@ from _common import busy, jsc_layout_file  # noqa: E402
 import bitsmith  # noqa: E402
 from bitsmith.config import load_settings  # noqa: E402
 from bitsmith.jobs import prepare  # noqa: E402
-from bitsmith.search import job  # noqa: E402
 from bitsmith.search.config import parse_search  # noqa: E402
 from bitsmith.search.runners import Context  # noqa: E402
 from bitsmith.search.samplers import make_sampler  # noqa: E402
 from bitsmith.search.spaces import build_space  # noqa: E402
 from bitsmith.search.storage import open_storage  # noqa: E402
 from bitsmith.search.study import Objective  # noqa: E402
+
+try:  # search/ as one module per job
+    from bitsmith.search.process import WORKER, WORKER_ATTR
+    from bitsmith.search.run import run_search
+    from bitsmith.search.studies import one_callback, optuna_quiet
+    from bitsmith.search.threads import search_threads as pick_threads
+except ImportError:  # older commits: search/job.py did it all
+    from bitsmith.search import job
+
+    WORKER, WORKER_ATTR, run_search, optuna_quiet = job.WORKER, job.WORKER_ATTR, job.run_search, job.optuna_quiet
+    one_callback = getattr(job, "one_callback", None)  # older code passed each callback apart
+    pick_threads = getattr(job, "search_threads", None)  # older code: torch's default
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WARMUP = 5  # trials left out of the figures: the first ones import and allocate
@@ -133,13 +144,11 @@ class StorageClock:
 
 
 def callbacks(*fns):
-    one = getattr(job, "one_callback", None)  # older code passed each callback apart
-    return one(*fns) if one else [f for f in fns if f]
+    return one_callback(*fns) if one_callback else [f for f in fns if f]
 
 
 def search_threads(cfg, val_rows: int) -> int | None:
-    pick = getattr(job, "search_threads", None)
-    return pick(cfg, val_rows) if pick else None  # older code: torch's default
+    return pick_threads(cfg, val_rows) if pick_threads else None
 
 
 def quantiles(values: list[float]) -> tuple[float, float]:
@@ -177,7 +186,7 @@ def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, t
         path.unlink(missing_ok=True)
         store, backend = open_storage(str(path), path)
         if hasattr(store, "creation_attrs"):
-            store.creation_attrs = {job.WORKER_ATTR: job.WORKER}
+            store.creation_attrs = {WORKER_ATTR: WORKER}
         clock = StorageClock(store, backend)
         study = optuna.create_study(storage=store, sampler=make_sampler("random", cfg.seed + r, objective.params),
                                     directions=cfg.directions)
@@ -210,8 +219,8 @@ def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, t
     from rich.console import Console
 
     with optuna_quiet():
-        summary = job.run_search(run, None, fresh=True, overrides={"sampler": "random", "n_trials": trials + WARMUP},
-                                 console=Console(quiet=True))
+        summary = run_search(run, None, fresh=True, overrides={"sampler": "random", "n_trials": trials + WARMUP},
+                             console=Console(quiet=True))
     study = optuna.load_study(study_name=summary["study"], storage=open_storage(
         None, Path(summary["out"]) / "study.journal")[0])
     starts = sorted(t.datetime_start.timestamp() for t in study.trials)
@@ -219,10 +228,6 @@ def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, t
     torch.set_num_threads(default_threads)
     return {"model": s.model, "rows": n, "threads": threads or default_threads, "bare": quantiles(bare),
             "trial": quantiles(trial_times), "storage": quantiles(storage_times), "search": quantiles(search_times)}
-
-
-def optuna_quiet():
-    return job.optuna_quiet()
 
 
 def report(name: str, load: str, r: dict) -> None:

@@ -280,7 +280,7 @@ def test_threads_are_set_once_for_the_search_and_restored(tmp_path, monkeypatch,
     from rich.console import Console
 
     from bitsmith.config import load_settings
-    from bitsmith.search.job import run_search
+    from bitsmith.search.run import run_search
 
     cfg = search_cfg(n_trials=3, **setup)
     cfg["strategy"]["sw_runner"]["latency"] = {"min_repeats": 2, "max_time_ms": 1, **latency}
@@ -302,7 +302,7 @@ def test_thread_rule_follows_the_rows_scored_per_trial():
     """One thread when a trial scores few rows; torch's default from LARGE_EVALUATION_ROWS, single process only."""
     import torch
 
-    from bitsmith.search.job import LARGE_EVALUATION_ROWS, search_threads
+    from bitsmith.search.threads import LARGE_EVALUATION_ROWS, search_threads
 
     default = torch.get_num_threads()
     whole = parse_search(search_cfg())

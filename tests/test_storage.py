@@ -156,7 +156,7 @@ def test_torn_journal_that_is_read_only_is_read_not_repaired(tmp_path, capsys, m
             d.chmod(0o555)
         else:
             how = "os.access patched to say read-only (root, and mount not possible here)"
-            monkeypatch.setattr("bitsmith.search.storage.os.access", lambda *a: False)
+            monkeypatch.setattr("bitsmith.search.storage.files.os.access", lambda *a: False)
         capsys.readouterr()
         storage, _ = open_storage(None, path)
         lines = warnings_in(capsys.readouterr().err)
@@ -183,7 +183,7 @@ def test_torn_journal_without_room_for_the_copy(tmp_path, capsys, monkeypatch):
         if not real:
             def no_space(*a, **k):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            monkeypatch.setattr("bitsmith.search.storage.os.fsync", no_space)
+            monkeypatch.setattr("bitsmith.search.storage.files.os.fsync", no_space)
         with pytest.raises(BitsmithError) as e:
             open_storage(None, path)
         assert str(e.value) == (f"{path} ends in an incomplete last record, which bitsmith cuts off after keeping "
@@ -611,3 +611,23 @@ def test_unknown_storage_hides_its_password(tmp_path):
         open_storage("redis://:s3cret@localhost/0", tmp_path / "unused.journal")
     assert "redis://:***@localhost/0" in str(e.value) and "s3cret" not in str(e.value)
     assert "not a storage bitsmith can open" in str(e.value)
+
+
+@pytest.mark.parametrize("where", ["another running trial", "the same trial"])
+def test_a_parameter_with_an_incompatible_distribution_is_refused_before_it_is_written(tmp_path, where):
+    """As Optuna's own storages do (its test_set_trial_param): also when the first distribution is still held
+    back in this process (a running trial's records are written once its point is chosen)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    path = tmp_path / "study.journal"
+    storage, _ = open_storage(None, path)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], STUDY)
+    first = storage.create_new_trial(study_id)
+    second = first if where == "the same trial" else storage.create_new_trial(study_id)
+    storage.set_trial_param(first, "y", 0, CategoricalDistribution(("a", "b")))
+    with pytest.raises(ValueError):
+        storage.set_trial_param(second, "y", 0.5, FloatDistribution(0.0, 1.0))
+    storage.flush(first)
+    storage.flush(second)
+    assert stock(path).trials[0].params == {"y": "a"}  # what stock Optuna reads is what this process saw
+    assert storage.get_trial(first).params == {"y": "a"}

@@ -115,7 +115,22 @@ def settings_from_args(args: argparse.Namespace):
     flags = {dest: getattr(args, dest, None) for _, dest, _, _ in _SETTING_FLAGS}
     flags["model"], flags["dataset"] = args.model, args.dataset
     flags["strict"] = getattr(args, "strict", None)
-    return load_settings(args.config, **flags)
+    settings = load_settings(args.config, **flags)
+    check_tables(settings)
+    return settings
+
+
+def check_tables(settings) -> None:
+    """Check the ``[passes.*]`` and ``[search]`` tables with their owners' schemas, whatever the command:
+    a typo in a file is reported before any work (the graph-dependent checks come when a command runs)."""
+    if settings.passes:
+        from bitsmith.passes import parse_passes
+
+        parse_passes(settings.passes, settings.source)
+    if settings.search:
+        from bitsmith.search.config import parse_search
+
+        parse_search(settings.search, settings.seed, source=settings.source)
 
 
 def run(argv: list[str] | None = None) -> int:

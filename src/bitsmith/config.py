@@ -6,20 +6,14 @@ in a file means "no value" (None). Every error names the key and the fix.
 
 from __future__ import annotations
 
-import sys
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bitsmith.errors import BitsmithError, explain
-
-T = TypeVar("T", bound=BaseModel)
-MAX_SEED = 2**32 - 1  # numpy's RandomState, behind Optuna's samplers, takes no more
-
+from bitsmith.schema import MAX_SEED, Notes, Table, parse  # noqa: F401  (parse: re-exported for older imports)
 
 # Top-level keys that MASE's `chop` reads (its command-line settings) but that
 # mean nothing here: multi-GPU and Lightning plumbing, language-model options,
@@ -33,36 +27,6 @@ MASE_TOP_LEVEL = frozenset({
 })
 # MASE's spelling of a setting bitsmith has under another name.
 MASE_ALIASES = {"training_optimizer": "optimizer"}
-
-
-class Table(BaseModel):
-    """Base of every config table: strict types, unknown keys refused, read-only once validated."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def parse(model: type[T], data: Any, where: Sequence[str] = (), source: str = "the config") -> T:
-    """Validate ``data`` (found at TOML path ``where``) as ``model``; errors name the path and the fix."""
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise BitsmithError(explain(e, model, where, source)) from None
-
-
-@dataclass
-class Notes:
-    """Where lenient reading warns: one stderr line each, or, in strict mode, an error."""
-
-    strict: bool = False
-    quiet: bool = False  # a worker process: its parent already said it
-
-    def warn(self, message: str) -> None:
-        if self.strict:
-            raise BitsmithError(f"{message} (--strict makes this an error)")
-        if not self.quiet:
-            print(f"warning: {message}", file=sys.stderr)
 
 
 class TransformTable(Table):
@@ -179,7 +143,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_settings(path: str | Path | None = None, **flags: Any) -> Settings:
-    """Defaults < TOML file < flags (flags that are None are not given); every table checked once."""
+    """Defaults < TOML file < flags (flags that are None are not given).
+
+    The ``[passes.*]`` and ``[search]`` tables are checked by their owners: when the
+    command that reads them starts (``jobs.transform``, ``search.run_search``), and by
+    the command line for every command, before any work.
+    """
     raw = read_toml(path) if path else {}
     given = {k: v for k, v in flags.items() if v is not None}
     source = str(path) if path else "the settings"
@@ -190,17 +159,4 @@ def load_settings(path: str | Path | None = None, **flags: Any) -> Settings:
         src = "the command line" if loc and loc[0] in given else source
         raise BitsmithError(explain(e, Settings, (), src)) from None
     settings._source = source
-    check_tables(settings)
     return settings
-
-
-def check_tables(settings: Settings) -> None:
-    """Validate the ``[passes.*]`` and ``[search]`` tables (graph-independent checks), once."""
-    if settings.passes:
-        from bitsmith.passes import parse_passes
-
-        parse_passes(settings.passes, settings.source)
-    if settings.search:
-        from bitsmith.search.config import parse_search
-
-        parse_search(settings.search, settings.seed, source=settings.source)

@@ -199,8 +199,15 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
 
     from bitsmith.checkpoint import save_checkpoint
     from bitsmith.graph import trace
-    from bitsmith.passes import MASE_ONLY, TRANSFORMS, apply_passes, parse_passes, quant_table, render_report
-    from bitsmith.passes import report_pass
+    from bitsmith.passes import (
+        MASE_ONLY,
+        TRANSFORMS,
+        apply_passes,
+        parse_passes,
+        quant_table,
+        render_report,
+        report_pass,
+    )
     from bitsmith.train import evaluate
 
     console = console or make_console()

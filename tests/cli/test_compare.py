@@ -100,7 +100,7 @@ def test_single_objective_ground_truth_reuse_and_determinism(tmp_path, capsys, c
                        "--project", "s", "--sampler", "brute-force")
     assert code == 0, err
     trials = json.loads((tmp_path / "s" / "search" / "trials.json").read_text())
-    from bitsmith.search.compare import point_key
+    from bitsmith.search.compare.truth import point_key
 
     assert len(trials) == 12
     for t in trials:

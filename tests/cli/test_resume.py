@@ -126,7 +126,7 @@ def test_brute_force_stopped_mid_trial_then_resumed_evaluates_every_point_once(t
 
 def test_max_retry_stops_a_point_that_fails_every_time(tmp_path, capsys):
     """Failed trials are queued again on each start, but a point is retried max_retry times at most."""
-    from bitsmith.search.job import recover
+    from bitsmith.search.recovery import recover
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(storage=storage)
@@ -150,7 +150,7 @@ def test_max_retry_stops_a_point_that_fails_every_time(tmp_path, capsys):
 def test_a_queued_point_stopped_before_its_first_parameter_is_queued_again(tmp_path):
     """A stop can land after a queued trial is taken and before it chooses its parameters: the failed trial
     then holds its point only as Optuna's fixed_params, and that point must still be run again."""
-    from bitsmith.search.job import recover
+    from bitsmith.search.recovery import recover
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(storage=storage)

@@ -6,26 +6,13 @@ search trial's cost close to the bare PyTorch cost of what it measures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
+# Importing the data set modules registers their data sets.
+from bitsmith.data import digits as _digits  # noqa: F401
+from bitsmith.data import jsc as _jsc  # noqa: F401
 from bitsmith.data._base import DataSplits, Split
+from bitsmith.data.registry import DATASETS, register_dataset
 from bitsmith.errors import BitsmithError, unknown_name
-
-DATASETS: dict[str, Callable[..., DataSplits]] = {}
-
-
-def register_dataset(name: str, reads_file: bool = False) -> Callable:
-    """Decorator: make ``loader(data_path=None) -> DataSplits`` known as ``name``.
-
-    ``reads_file``: whether the loader reads a local file given as ``data_path``.
-    """
-
-    def add(loader: Callable[..., DataSplits]) -> Callable[..., DataSplits]:
-        loader.reads_file = reads_file  # on the loader itself, so it cannot drift from the registry
-        DATASETS[name] = loader
-        return loader
-
-    return add
 
 
 def get_dataset(name: str, data_path: str | None = None) -> DataSplits:
@@ -39,9 +26,5 @@ def get_dataset(name: str, data_path: str | None = None) -> DataSplits:
                             f"(data sets that read a file: {', '.join(readers) or 'none'})")
     return loader(data_path=data_path)
 
-
-# Importing the modules registers their data sets.
-from bitsmith.data import digits as _digits  # noqa: E402,F401
-from bitsmith.data import jsc as _jsc  # noqa: E402,F401
 
 __all__ = ["DATASETS", "DataSplits", "Split", "get_dataset", "register_dataset"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitsmith.data import register_dataset
 from bitsmith.data._base import DataSplits, cached, split_and_scale, to_splits
+from bitsmith.data.registry import register_dataset
 
 CLASS_NAMES = tuple(str(i) for i in range(10))
 

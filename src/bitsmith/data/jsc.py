@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitsmith.data import register_dataset
 from bitsmith.data._base import DataSplits, cache_dir, cached, split_and_scale, to_splits
+from bitsmith.data.registry import register_dataset
 from bitsmith.errors import BitsmithError
 
 OPENML_ID = 42468

@@ -13,17 +13,10 @@ from torch import nn
 
 from bitsmith.errors import BitsmithError, unknown_name
 
-MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {}
-
-
-def register_model(name: str) -> Callable:
-    """Decorator: make ``factory(in_shape, n_classes)`` known as ``name``."""
-
-    def add(factory):
-        MODELS[name] = factory
-        return factory
-
-    return add
+# Importing the model modules registers their models.
+from bitsmith.models import digits as _digits  # noqa: F401
+from bitsmith.models import jsc as _jsc  # noqa: F401
+from bitsmith.models.registry import MODELS, register_model
 
 
 def _import_factory(path: str) -> Callable:
@@ -58,8 +51,5 @@ def build_model(name: str, in_shape: tuple[int, ...], n_classes: int) -> nn.Modu
         raise BitsmithError(f"model factory {name!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
 
-
-from bitsmith.models import digits as _digits  # noqa: E402,F401
-from bitsmith.models import jsc as _jsc  # noqa: E402,F401
 
 __all__ = ["MODELS", "build_model", "register_model"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from bitsmith.errors import BitsmithError
-from bitsmith.models import register_model
 from bitsmith.models.jsc import SeqModel, _features
+from bitsmith.models.registry import register_model
 
 
 @register_model("digits-mlp")

@@ -12,7 +12,7 @@ import math
 from torch import nn
 
 from bitsmith.errors import BitsmithError
-from bitsmith.models import register_model
+from bitsmith.models.registry import register_model
 
 
 class SeqModel(nn.Module):

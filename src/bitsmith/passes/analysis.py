@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import Field
 
-from bitsmith.config import Table
 from bitsmith.graph import Graph, NodeInfo, numel
-from bitsmith.passes import NoSettings, parse_pass, register_pass
+from bitsmith.passes.registry import NoSettings, parse_pass, register_pass
+from bitsmith.schema import Table
 
 FLOAT_BITS = 32
 _ELEMENTWISE = {"relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "hardtanh", "silu"}

@@ -24,12 +24,12 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.config import MAX_SEED, Table
 from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.graph import Graph, ShapeError, numel, with_modules
-from bitsmith.passes import layer_tables, parse_pass, register_pass
 from bitsmith.passes._select import select, unmatched
+from bitsmith.passes.registry import layer_tables, parse_pass, register_pass
 from bitsmith.quant import float_type, quantized_copy
+from bitsmith.schema import MAX_SEED, Table
 
 WIDTHFUL = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)

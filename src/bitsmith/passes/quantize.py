@@ -6,18 +6,25 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from bitsmith.config import Table
 from bitsmith.errors import BitsmithError
 from bitsmith.graph import Graph, with_modules
-from bitsmith.passes import layer_tables, parse_pass, register_pass
 from bitsmith.passes._select import select, unmatched
-from bitsmith.quant import (NEEDS, QUANTIZED, UNSIGNED_INPUT, IntegerConfig, dequantized_copy, fixed, float_type,
-                            quantized_copy)
+from bitsmith.passes.registry import layer_tables, parse_pass, register_pass
+from bitsmith.quant import (
+    NEEDS,
+    QUANTIZED,
+    UNSIGNED_INPUT,
+    IntegerConfig,
+    dequantized_copy,
+    fixed,
+    float_type,
+    quantized_copy,
+)
+from bitsmith.schema import Table
 
 MAX_WIDTH = 32
 MAX_FRAC = 64  # |frac| beyond this leaves nothing of float32's exponent range worth quantizing to
 KNOWN_TYPES = frozenset(t.__name__.lower() for t in QUANTIZED)
-
 
 
 def _width():
@@ -128,7 +135,6 @@ def quantize_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
     ignored += [unsupported(f"{where}.{k}.config", t.model_dump(exclude_unset=True)) for k, t in tables.items()
                 if k in chosen.values()]
     return new, {"quantized": summary, "ignored": [m for m in ignored if m]}
-
 
 
 def quant_table(graph: Graph) -> list[dict[str, Any]]:

@@ -6,8 +6,8 @@ from collections import Counter
 from typing import Any
 
 from bitsmith.graph import Graph
-from bitsmith.passes import NoSettings, register_pass
 from bitsmith.passes.analysis import analyze
+from bitsmith.passes.registry import NoSettings, register_pass
 
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 

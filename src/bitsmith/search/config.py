@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bitsmith.config import MAX_SEED, Table, parse
 from bitsmith.errors import BitsmithError, closest
+from bitsmith.schema import MAX_SEED, Table, parse
 
 Direction = Literal["maximize", "minimize"]
 MAX_TRIALS = 10_000_000
@@ -153,7 +153,7 @@ class SearchConfig:
 def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str, Any] | None = None,
                  source: str = "the config") -> SearchConfig:
     """Check the ``[search]`` tables; ``overrides`` are command-line flags (sampler, n_trials, ...)."""
-    from bitsmith.search.runners import make_runners, producer_of, produced
+    from bitsmith.search.runners import make_runners, produced, producer_of
     from bitsmith.search.samplers import SAMPLERS
     from bitsmith.search.spaces import parse_space
 

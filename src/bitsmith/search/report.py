@@ -1,4 +1,5 @@
-"""What a search prints and writes: the best-trials table, JSON/CSV, plots."""
+"""What a search prints and writes: the best-trials table, JSON/CSV, plots; and ``bitsmith report``, which
+writes them again from a stored study."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 
 import optuna
 
-from bitsmith.search.study import is_feasible
+from bitsmith.config import Settings
+from bitsmith.errors import BitsmithError
+from bitsmith.schema import Notes
+from bitsmith.search.prepare import prepare_search
+from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name, study_names
+from bitsmith.search.studies import open_study, optuna_quiet, study_settings
+from bitsmith.search.study import best_trials, build_candidate, is_feasible
 
 
 def write_outputs(search, study, console, storage: str | None, full: bool = True) -> dict[str, Any]:
@@ -24,8 +31,6 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
 
     from bitsmith.checkpoint import save_checkpoint
     from bitsmith.jobs import checkpoint_meta
-    from bitsmith.search.storage import hide_password
-    from bitsmith.search.study import best_trials, build_candidate
     from bitsmith.train import evaluate
 
     settings, cfg, objective, base, out = search.settings, search.cfg, search.objective, search.base, search.out
@@ -66,8 +71,8 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "WAITING")}
     queued = f", {states['WAITING']} queued" if states["WAITING"] else ""
     console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
-                  f"{states['FAIL']} failed{queued}) in study {study.study_name!r}\nwritten to {out}: best.json, trials.csv, "
-                  f"trials.json" + (", best/trial_N/{model.ckpt,config.toml}" if full else "")
+                  f"{states['FAIL']} failed{queued}) in study {study.study_name!r}\nwritten to {out}: best.json, "
+                  f"trials.csv, trials.json" + (", best/trial_N/{model.ckpt,config.toml}" if full else "")
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
             "states": states}
@@ -81,8 +86,6 @@ def _none_to_na(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_none_to_na(v) for v in value]
     return value
-
-
 
 
 def _show(v: Any) -> Any:
@@ -204,3 +207,34 @@ def plot_pareto(trials, best, x: str, y: str, path: Path) -> None:
     ax.set_title("designs")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def write_report(settings: Settings, options: StorageOptions, console=None) -> dict[str, Any]:
+    """Write the tables, plots and best checkpoints of a stored study, at any time, from any machine.
+
+    The study's own settings come first; a config file and flags override them
+    (e.g. ``--load`` where the checkpoint lives elsewhere on this machine).
+    """
+    from bitsmith.jobs import make_console
+
+    console = console or make_console()
+    with optuna_quiet():
+        default_journal = settings.output_dir / "search" / "study.journal"
+        if options.url is None and not default_journal.is_file():
+            raise BitsmithError(f"no study journal at {default_journal}; give --project-dir / --project of a "
+                                "search, or --storage and --study-name")
+        store, _ = open_storage(options.url, default_journal, options.timeout)
+        name, exists = resolve_study_name(store, options.study_name or settings.project_name, False)
+        if not exists:
+            raise BitsmithError(f"no study {name!r} in {hide_password(str(options.url or default_journal))}; studies "
+                                f"there: {', '.join(study_names(store)) or 'none'}; choose one with --study-name")
+        stored = study_settings(optuna.load_study(study_name=name, storage=store))
+        if "settings" in stored:
+            given = settings.model_dump(include=settings.model_fields_set)
+            merged = Settings(**{**stored["settings"], **given})
+            merged._source = settings.source if settings.model_fields_set else stored.get("source", "the study")
+            settings = merged
+        search = prepare_search(settings, None, Notes(settings.strict, quiet=True))
+        study, _, _ = open_study(search, StorageOptions(options.url, name, options.timeout), fresh=False,
+                                 create=False)
+        return write_outputs(search, study, console, options.url, full=True)

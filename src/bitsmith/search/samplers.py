@@ -6,7 +6,6 @@ Constraints reach the samplers that use them (TPE, NSGA-II/III, GP) through
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,28 +28,13 @@ class SamplerSpec:
         import optuna
 
         args = [space or {"_": [0]}] if self.cls == "GridSampler" else []
-        cls = _brute_force() if self.cls == "BruteForceSampler" else getattr(optuna.samplers, self.cls)
+        if self.cls == "BruteForceSampler":
+            from bitsmith.search._optuna import brute_force_sampler
+
+            cls = brute_force_sampler()
+        else:
+            cls = getattr(optuna.samplers, self.cls)
         return cls(*args, seed=seed, **self.options)
-
-
-@functools.cache
-def _brute_force():
-    """Optuna's brute force, blind to trials stopped before all their parameters were chosen.
-
-    A stop (Ctrl-C, SIGTERM, a kill) can land between a trial's creation and its
-    suggestions; Optuna's tree then meets a trial with fewer parameters than the
-    space and raises "param_name mismatch". Such a trial evaluated no point.
-    """
-    import optuna
-
-    class BruteForce(optuna.samplers.BruteForceSampler):
-        @staticmethod
-        def _populate_tree(tree, trials, params):
-            full = max((len(t.params) for t in trials), default=0)
-            optuna.samplers.BruteForceSampler._populate_tree(tree, [t for t in trials if len(t.params) == full],
-                                                             params)
-
-    return BruteForce
 
 
 QUIET = {"warn_independent_sampling": False}

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
-from bitsmith.config import Notes, Table, parse
 from bitsmith.errors import BitsmithError, CandidateError, unknown_name
 from bitsmith.graph import Graph
 from bitsmith.passes import PASSES
 from bitsmith.passes._select import select, unmatched
+from bitsmith.schema import Notes, Table, parse
 
 Choice = Any  # None, bool, int, float or str: what Optuna's categorical distribution takes
 # A choice list longer than this is almost surely a generated mistake; it would

@@ -1,4 +1,5 @@
-"""Driving one search: space + runners + objective over an Optuna study."""
+"""One trial of a search: a point of the space -> candidate graph -> runners -> objective values; and which
+trials are best."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import optuna
 from bitsmith.errors import CandidateError
 from bitsmith.graph import Graph
 from bitsmith.passes import get_pass
+from bitsmith.search import _optuna
 from bitsmith.search.config import SearchConfig
+from bitsmith.search.process import WORKER, WORKER_ATTR
 from bitsmith.search.runners import Context
 from bitsmith.search.spaces import JointSpace, SeedSpace
 
@@ -36,9 +39,9 @@ class Objective:
     def __post_init__(self):
         self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
         self.params = self.space.params
-        self.queued = False  # every point of the space waits in the study (exhaustive samplers; job.open_study)
-        self.in_trial = False  # a stop signal may interrupt at once only while this is true (job.Signals)
-        self.on_start = None  # called first in every trial (job.Signals.check)
+        self.queued = False  # every point of the space waits in the study (exhaustive samplers; studies.open_study)
+        self.in_trial = False  # a stop signal may interrupt at once only while this is true (signals.Signals)
+        self.on_start = None  # called first in every trial (signals.Signals.check)
 
     def measure(self, graph: Graph) -> tuple[Graph, dict[str, float], dict[str, float]]:
         """Run every runner in order: software metrics, then hardware ones."""
@@ -67,20 +70,19 @@ class Objective:
             self.in_trial = False
 
     def _trial(self, trial: optuna.Trial) -> list[float]:
-        from bitsmith.search.job import WORKER, WORKER_ATTR
-
-        self.started.append(trial._trial_id)
-        if self.queued and "fixed_params" not in trial.storage.get_trial_system_attrs(trial._trial_id):
+        trial_id = _optuna.trial_id(trial)
+        self.started.append(trial_id)
+        if self.queued and "fixed_params" not in trial.storage.get_trial_system_attrs(trial_id):
             # Every point was queued and another worker took the last one a moment ago.
             trial.set_user_attr("pruned_reason", "surplus: every point of the space was taken by other workers")
             trial.study.stop()
             raise optuna.TrialPruned("every point of the space is taken")
         # Before any parameter: a trial that holds a point always says which process ran it.
         flush = getattr(trial.storage, "flush", lambda trial_id: None)  # the journal defers its records
-        trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
-        flush(trial._trial_id)
+        trial.storage.set_trial_system_attr(trial_id, WORKER_ATTR, WORKER)
+        flush(trial_id)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
-        flush(trial._trial_id)  # the point is on disk before it is measured: other workers and a resume see it
+        flush(trial_id)  # the point is on disk before it is measured: other workers and a resume see it
         try:  # settings that cannot be combined prune the trial; any other error stops the search
             graph, passes = build_candidate(self.base, self.space, chosen)
             graph, sw, hw = self.measure(graph)
@@ -126,36 +128,3 @@ def best_trials(study: optuna.Study, directions: list[str]) -> list[optuna.trial
             seen.add(tuple(t.values))
             unique.append(t)
     return unique
-
-
-class Progress:
-    """A rich progress bar fed by Optuna callbacks; fsyncs the journal after each trial."""
-
-    def __init__(self, console, total: int, directions: list[str], backend, label: str = "objective",
-                 done_before: int = 0, shared: bool = False):
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as Bar
-
-        self.bar = Bar(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("{task.fields[best]}"), console=console)
-        self.task = self.bar.add_task("search", total=total, best="")
-        self.directions, self.backend, self.label = directions, backend, label
-        self.done_before, self.shared = done_before, shared
-        self.best: float | None = None
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.backend is not None:
-            self.backend.sync()
-        text = ""
-        if trial.state == optuna.trial.TrialState.COMPLETE and is_feasible(trial):
-            v = trial.values[0]  # several objectives: the best of the first one
-            better = self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best)
-            self.best = v if better else self.best
-        if self.best is not None:
-            text = f"best {self.label} {self.best:.4g}"
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        if self.shared:  # other workers' trials count too
-            done = len(study.get_trials(deepcopy=False, states=finished)) - self.done_before
-            self.bar.update(self.task, completed=done, best=text)
-        else:
-            self.bar.update(self.task, advance=int(trial.state in finished), best=text)

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from bitsmith.config import Table
-from bitsmith.search.runners import Context, Runner, register_runner
+from bitsmith.schema import Table
+from bitsmith.search.runners.base import Context, Runner, register_runner
 from bitsmith.train import EVAL_BATCH
 
 

@@ -6,9 +6,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from bitsmith.config import Table
 from bitsmith.passes.analysis import analyze, memory_density
-from bitsmith.search.runners import Context, Runner, register_runner
+from bitsmith.schema import Table
+from bitsmith.search.runners.base import Context, Runner, register_runner
 
 
 class Hardware(Runner):

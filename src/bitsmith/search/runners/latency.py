@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from pydantic import AliasChoices, Field, model_validator
 
-from bitsmith.config import Table
-from bitsmith.search.runners import Context, Runner, register_runner
+from bitsmith.schema import Table
+from bitsmith.search.runners.base import Context, Runner, register_runner
 
 
 class LatencySettings(Table):

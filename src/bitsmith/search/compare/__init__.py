@@ -1,0 +1,146 @@
+"""`bitsmith compare`: how sample-efficient each sampler is on one search's space.
+
+Every point of a small enough space is evaluated once (the ground truth,
+``truth``) and kept in a table beside the project, keyed by the search's record
+digest; the sampler runs (in-memory Optuna studies, one per sampler and seed)
+only look points up. ``measure`` turns runs into curves and figures, ``output``
+prints and writes them. See docs/compare.md for what is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from bitsmith.config import Settings
+from bitsmith.errors import BitsmithError, unknown_name
+from bitsmith.search.compare.measure import Measure, losses, summarise
+from bitsmith.search.compare.output import json_safe, plot, print_table, write_curves
+from bitsmith.search.compare.truth import Table, run_one, truth_key
+from bitsmith.search.prepare import prepare_search, space_size
+from bitsmith.search.samplers import ALIASES, SAMPLERS, public_names
+from bitsmith.search.studies import optuna_quiet
+
+MAX_TRUTH = 4096  # at most this many points are evaluated for the ground truth
+MAX_SEEDS = 1000
+MAX_COMPARE_TRIALS = 100_000
+NOISY_RUNNERS = ("basic_train",)  # results depend on training: evaluated per trial, never looked up
+
+
+def parse_samplers(text: str) -> list[str]:
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise BitsmithError("--samplers: give one or more sampler names separated by commas, e.g. tpe,random")
+    out = []
+    for n in names:
+        if n not in SAMPLERS:
+            raise unknown_name("sampler", n, public_names(), "in --samplers")
+        n = ALIASES.get(n, n)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def check_numbers(seeds: int, trials: int | None, tolerance: float) -> None:
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise BitsmithError(f"--seeds {seeds}: use 1 to {MAX_SEEDS} seeds per sampler")
+    if trials is not None and not 1 <= trials <= MAX_COMPARE_TRIALS:
+        raise BitsmithError(f"--trials {trials}: use 1 to {MAX_COMPARE_TRIALS:,} trials per run")
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise BitsmithError(f"--tolerance {tolerance}: a fraction of the objective's range, 0 <= t < 1 "
+                            "(e.g. 0.01)")
+
+
+def run_compare(settings: Settings, samplers: str, seeds: int, trials: int | None, tolerance: float = 0.01,
+                console=None) -> dict[str, Any]:
+    from bitsmith.jobs import make_console
+
+    names = parse_samplers(samplers)
+    check_numbers(seeds, trials, tolerance)
+    console = console or make_console()
+    with optuna_quiet():
+        return _compare(settings, names, seeds, trials, tolerance, console)
+
+
+def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    # The config's own sampler plays no part; random takes any number of objectives.
+    search = prepare_search(settings, {"sampler": "random"}, settings.notes)
+    cfg, params = search.cfg, search.objective.params
+    n_trials = trials or cfg.setup.n_trials
+    directions = cfg.directions
+    if not params:
+        raise BitsmithError("this space has nothing to search: no parameter has more than one choice; give some "
+                            "key of [search.search_space.seed] a list of two or more values")
+    for n in names:
+        if len(directions) > 1 and not SAMPLERS[n].multi_objective:
+            raise BitsmithError(f"sampler {n!r} optimizes one objective, but this search has {len(directions)}; "
+                                "drop it from --samplers or set sum_scaled_metrics = true")
+    size = space_size(params)
+    noisy = [r.name for r in cfg.runners if r.name in NOISY_RUNNERS]
+    exhaustive = [n for n in names if SAMPLERS[n].exhaustive]
+    truth = size <= MAX_TRUTH and not noisy
+    if not truth and exhaustive:
+        why = (f"{size:,} points (ground truth is kept for at most {MAX_TRUTH:,})" if size > MAX_TRUTH
+               else f"runner {noisy[0]} (its results depend on training, so there is no ground truth)")
+        raise BitsmithError(f"--samplers {','.join(exhaustive)} visit every point, but this space has {why}; "
+                            "compare tpe, random, nsgaii, qmc or gp instead, or give fewer choices")
+    out = settings.output_dir / "compare"
+    key = truth_key(search)
+    table = Table(search, None if noisy else out / f"truth_{key}.json")
+    signs = [1 if d == "maximize" else -1 for d in directions]
+    console.print(f"compare: model={settings.model} dataset={settings.dataset} space={size:,} points "
+                  f"samplers={','.join(names)} seeds={seeds} trials={n_trials} tolerance={tolerance:g}",
+                  highlight=False)
+    if truth:
+        before = len(table.rows)
+        table.fill(params)
+        what = "reused" if table.evaluations == 0 else f"evaluated {table.evaluations} new point(s) ({before} reused)"
+        console.print(f"ground truth: {what}, {size:,} points, table {table.path}", highlight=False)
+    elif noisy:
+        console.print(f"ground truth: none; runner {noisy[0]} depends on training, so every trial is evaluated "
+                      "afresh; compared against the best any run found", highlight=False)
+    else:
+        console.print(f"ground truth: none; the space has {size:,} points (more than {MAX_TRUTH:,}); compared "
+                      "against the best any run found (points evaluated are kept for reuse)", highlight=False)
+
+    t_sample = time.perf_counter()
+    eval_s_before = table.eval_seconds
+    histories = {n: [run_one(table, params, directions, cfg.constraints, n, cfg.seed + s, n_trials, bool(noisy))
+                     for s in range(seeds)] for n in names}
+    sampling_s = time.perf_counter() - t_sample - (table.eval_seconds - eval_s_before)
+    table.save(complete=truth)
+
+    if truth:
+        reference = losses(table.rows.values(), signs)
+    else:
+        reference = losses([r for hs in histories.values() for h in hs for _, r in h], signs)
+    if len(reference) == 0:
+        raise BitsmithError("no feasible design anywhere: every point evaluated was pruned or breaks a constraint; "
+                            "nothing to compare against")
+    measure = Measure(reference, signs, tolerance)
+    at_opt, at_tol = measure.target()
+    summary, curves = summarise(names, histories, measure, n_trials, at_opt, at_tol)
+    kind = "best" if len(signs) == 1 else "hypervolume"
+    label = ("weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name) if kind == "best" \
+        else "hypervolume / true front's" if truth else "hypervolume / best found"
+    out.mkdir(parents=True, exist_ok=True)
+    write_curves(curves, out / "curves.csv")
+    png = out / f"compare_{kind}.png"
+    optimum_text = f"{at_opt:.6g}" if kind == "best" else "1 (the whole front)"
+    plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, measure.sign, png)
+    result = {"space_points": size, "ground_truth": truth, "key": key, "samplers": summary, "optimum": at_opt,
+              "directions": directions, "tolerance": tolerance, "trials": n_trials, "seeds": seeds,
+              "reference": (None if kind == "best" else
+                            {"ideal": measure.ideal.tolist(), "range": measure.range.tolist(),
+                             "point": measure.ref.tolist(), "true_front": len(measure.front)})}
+    (out / "summary.json").write_text(json.dumps(json_safe(result), indent=1, default=str))
+    print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
+    total = time.perf_counter() - t_start
+    console.print(f"time: total {total:.1f}s, evaluating {table.eval_seconds:.1f}s ({table.evaluations} evaluations), "
+                  f"sampling {sampling_s:.1f}s\nwritten to {out}: curves.csv, summary.json, {png.name}"
+                  + (f", {table.path.name}" if table.path and truth else ""), highlight=False)
+    return {**result, "out": str(out), "png": str(png), "evaluations": table.evaluations,
+            "reused": table.evaluations == 0 and truth}

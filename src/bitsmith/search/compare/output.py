@@ -1,0 +1,121 @@
+"""What `bitsmith compare` shows and writes: the table, curves.csv, summary.json and the plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bitsmith.search.compare.measure import at_least
+
+
+def json_safe(value):
+    """Strict JSON: 'not reached' (inf) and 'no value' (nan) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _fmt(x: float, n_trials: int) -> str:
+    if math.isinf(x):
+        return f">{n_trials}"
+    if math.isnan(x):
+        return "-"
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.4g}"
+
+
+def print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance) -> None:
+    from rich.table import Table as Rich
+
+    ref = "ground truth" if truth else "best any run found"
+    title = (f"Samplers over {seeds} seed(s), {n_trials} trials each; optimum ({ref}): {optimum_text}; "
+             f"tolerance {tolerance:g}.\nMedians over seeds; 'to optimum': trials until the first design at it "
+             "(>N: not within the budget); 'designs': distinct points evaluated")
+    t = Rich(title=title, title_justify="left")
+    cols = ["sampler", "trials", "designs [range]", ("best" if kind == "best" else "HV ratio") + " [IQR]",
+            "to optimum [range]", "reached", "to tolerance [range]", "reached tol."]
+    if kind != "best":
+        cols.append("front found")
+    for c in cols:
+        t.add_column(c, no_wrap=True)
+    for n, s in summary.items():
+        f = lambda d: _fmt(d["median"], n_trials)  # noqa: E731
+        rng = lambda d: f"{f(d)} [{_fmt(d['min'], n_trials)}, {_fmt(d['max'], n_trials)}]"  # noqa: E731
+        row = [n, f"{f(s['trials'])}", rng(s["distinct"]),
+               f"{s['final']['median']:.4g} [{s['final']['q1']:.4g}, {s['final']['q3']:.4g}]",
+               rng(s["to_optimum"]), f"{s['reached']:.0%}", rng(s["to_tolerance"]), f"{s['reached_tolerance']:.0%}"]
+        if kind != "best":
+            row.append(f"{s['front_share']['median']:.0%} [{s['front_share']['min']:.0%}, "
+                       f"{s['front_share']['max']:.0%}]")
+        t.add_row(*row)
+    console.print(t)
+
+
+def write_curves(curves, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sampler", "seed", "trial", "value", "distinct_designs"])
+        for n, (v, d) in curves.items():
+            for s in range(v.shape[0]):
+                for i in range(v.shape[1]):
+                    w.writerow([n, s, i + 1, "" if np.isnan(v[s, i]) else repr(float(v[s, i])), int(d[s, i])])
+
+
+STYLES = ["-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)), (0, (1, 1))]
+
+
+def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, sign, path: Path) -> None:
+    import warnings
+
+    from matplotlib.figure import Figure  # no pyplot: no global state
+
+    fig = Figure(figsize=(11, 4.3))
+    left, right = fig.subplots(1, 2)
+    x = np.arange(1, n_trials + 1)
+    worst = []
+    for i, n in enumerate(summary):
+        v = curves[n][0]
+        with warnings.catch_warnings():  # all-NaN columns: no feasible design yet in any seed
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(v, axis=0)
+            lo, hi = np.nanquantile(v, 0.25, axis=0), np.nanquantile(v, 0.75, axis=0)
+        # Samplers can coincide (NSGA-II's first generation is random sampling): styles keep each visible.
+        style = dict(color=f"C{i}", lw=max(3.2 - 0.6 * i, 1.2), ls=STYLES[i % len(STYLES)])
+        left.step(x, med, where="post", label=n, **style)
+        left.fill_between(x, lo, hi, step="post", color=f"C{i}", alpha=0.2)
+        # The y range starts from where the medians are after the first tenth of the budget,
+        # so the early, poor trials do not squash the part where samplers differ.
+        tail = med[max(n_trials // 10, 1) - 1:]
+        if np.any(~np.isnan(tail)):
+            worst.append(np.nanmin(sign * tail))
+        s = summary[n]
+        right.step(x, 100 * np.mean(at_least(v, at_opt, sign), axis=0), where="post", **style,
+                   label=f"{n}: {s['reached']:.0%} of seeds, median {_fmt(s['to_optimum']['median'], n_trials)} trials")
+    left.axhline(at_opt, color="k", ls="--", lw=1, label="optimum (ground truth)" if truth else "best any run found")
+    if tolerance > 0:
+        left.axhline(at_tol, color="k", ls=":", lw=1, label=f"within tolerance {tolerance:g}")
+    if worst:
+        low = min(min(worst), sign * at_tol)
+        span = (sign * at_opt - low) or 1.0
+        lims = sorted((sign * (low - 0.1 * span), sign * (sign * at_opt + 0.05 * span)))
+        left.set_ylim(*lims)
+    left.set_xlabel("trial")
+    left.set_ylabel(f"best so far: {label}" if kind == "best" else label)
+    left.set_title("median over seeds; band: interquartile range", fontsize=10)
+    left.legend(loc="lower right" if sign > 0 else "upper right", fontsize=8)
+    right.set_xlabel("trial")
+    right.set_ylabel("% of seeds at the optimum" if kind == "best" else "% of seeds with the whole front")
+    right.set_ylim(-3, 103)
+    right.set_title("share of seeds that reached " + ("the optimum" if kind == "best" else "the whole front"),
+                    fontsize=10)
+    right.legend(loc="upper left", fontsize=8)
+    better = "higher" if kind != "best" or sign > 0 else "lower"
+    fig.suptitle(f"sampler comparison: {'best so far' if kind == 'best' else 'hypervolume'} ({better} is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
