@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import math
+import os
 import re
+import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -12,6 +19,8 @@ import torch
 
 from bitsmith.checkpoint import load_checkpoint, save_checkpoint
 from bitsmith.errors import BitsmithError
+from tests.cli.test_cli import cli
+from tests.test_storage import mounted
 
 META = {"model": "jsc-tiny", "dataset": "jsc", "in_shape": [16], "n_classes": 5,
         "passes": [["quantize", {"width": 8}]], "settings": {"seed": 1}, "epoch": 3}
@@ -118,6 +127,21 @@ CASES = [
      r"holds Python objects other than tensors and plain data"),
     ("directory", _directory, r"is a directory; pass a checkpoint file"),
     ("nonexistent", lambda p: p / "missing.ckpt", r"does not exist; check --load / load_name"),
+    # Non-finite weights load fine and test as chance accuracy: refused, naming the tensors.
+    ("nan-weights", lambda p: _saved(p, {"state_dict": {"model.w": torch.tensor([1.0, math.nan]),
+                                                        "model.b": torch.ones(2)}}),
+     (r"^checkpoint \S+ holds non-finite weights \(1 of 2 tensors: 'model\.w' \(NaN\)\); it was most likely saved "
+      r"from a diverged run: train again with a lower --learning-rate / learning_rate, or load another checkpoint$")),
+    ("inf-bfloat16", lambda p: _saved(p, {"state_dict": {"model.w": torch.tensor([-math.inf], dtype=torch.bfloat16)}}),
+     r"\(1 of 1 tensors: 'model\.w' \(inf\)\)"),
+    ("nan-and-inf", lambda p: _saved(p, {"state_dict": {"model.w": torch.tensor([math.inf, math.nan])}}),
+     r"'model\.w' \(NaN and inf\)"),
+    ("nan-float8", lambda p: _saved(p, {"state_dict": {"model.w": torch.full((2,), math.nan).to(torch.float8_e4m3fn)}}),
+     r"'model\.w' \(NaN\)"),
+    ("nan-complex", lambda p: _saved(p, {"state_dict": {"model.w": torch.tensor([complex(1, math.nan)])}}),
+     r"'model\.w' \(NaN\)"),
+    ("nan-in-five", lambda p: _saved(p, {"state_dict": {f"model.{c}": torch.tensor([math.nan]) for c in "abcde"}}),
+     r"\(5 of 5 tensors: 'model\.a' \(NaN\), 'model\.b' \(NaN\), 'model\.c' \(NaN\) and 2 more\)"),
 ]
 
 
@@ -151,6 +175,7 @@ PT_CASES = [
     ("pt-list-value", {"w": [1.0]}, r"state dict entry 'w' is \[1\.0\] \(list\), expected a tensor"),
     ("pt-top-level-list", [torch.ones(2)], r"not a bare state dict; .*--load-type pl"),
     ("pt-given-pl-file", {"state_dict": {"model.w": torch.ones(2)}}, r"has a 'state_dict' table.*--load-type pl"),
+    ("pt-nan", {"w": torch.ones(2), "b": torch.tensor([math.nan])}, r"holds non-finite weights \(1 of 2 tensors: 'b'"),
 ]
 
 
@@ -195,3 +220,176 @@ def test_bare_state_dict_round_trips(tmp_path):
 def test_unknown_load_type_is_refused(tmp_path):
     with pytest.raises(BitsmithError, match="unknown load type 'ckpt'"):
         load_checkpoint(_good(tmp_path), "ckpt")
+
+
+def test_finite_weights_of_every_dtype_load(tmp_path):
+    state = {"f16": torch.ones(2, dtype=torch.float16), "bf16": torch.ones(2, dtype=torch.bfloat16),
+             "f8": torch.ones(2).to(torch.float8_e4m3fn), "c64": torch.ones(2, dtype=torch.complex64),
+             "count": torch.tensor(7), "mask": torch.tensor([True, False]), "empty": torch.zeros(0)}
+    loaded, _ = load_checkpoint(_saved(tmp_path, state), "pt")
+    assert loaded.keys() == state.keys()
+
+
+# --- writing: a failed write is one line and leaves the file already there as it was --------------------------
+
+BIG = {"w": torch.ones(64, 1024)}  # 256 KiB: never fits the 16 KiB disk below
+FIX = "choose another --project-dir / project_dir, then run the same command again"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fd_under(fd: int, d: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(str(d))
+    except OSError:
+        return False
+
+
+def _fail_writes_under(monkeypatch, d: Path, err: int) -> None:
+    """The fallback where mounting is not possible: writes to files under ``d`` fail with ``err``."""
+    real = os.write
+
+    def write(fd, data):
+        if _fd_under(fd, d):
+            raise OSError(err, os.strerror(err))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def _fail_creates_under(monkeypatch, d: Path, err: int) -> None:
+    real = os.open
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and str(path).startswith(str(d)):
+            raise OSError(err, os.strerror(err), str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A real 16 KiB tmpfs where this runs as root and may mount; an injected ENOSPC elsewhere."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], target=disk) as real:
+        how = "a real full tmpfs" if real else "an injected ENOSPC (mount not possible here)"
+        path = save_checkpoint(disk / "best.ckpt", _state(), META)  # a small one fits
+        before = _sha(path)
+        if not real:
+            _fail_writes_under(monkeypatch, disk, errno.ENOSPC)
+        with pytest.raises(BitsmithError) as err:
+            save_checkpoint(path, BIG, META)
+        assert str(err.value) == (f"cannot write checkpoint {path}: No space left on device; free some space or "
+                                  f"{FIX}; the checkpoint already there is unchanged"), how
+        assert err.value.__suppress_context__, how  # no torch "unexpected pos" chained in
+        assert _sha(path) == before and os.listdir(disk) == ["best.ckpt"], how  # no temporary file left
+        with pytest.raises(BitsmithError) as err:
+            save_checkpoint(disk / "new.ckpt", BIG, META)
+        assert str(err.value) == (f"cannot write checkpoint {disk / 'new.ckpt'}: No space left on device; free "
+                                  f"some space or {FIX}"), how
+        assert os.listdir(disk) == ["best.ckpt"], how
+        assert load_checkpoint(path)[1]["epoch"] == 3, how
+
+
+def _unprivileged_save(path: Path) -> tuple[int, str]:
+    """save_checkpoint in a child without the capability that lets root ignore file permissions."""
+    script = ("import sys, torch\nfrom bitsmith.checkpoint import save_checkpoint\nfrom bitsmith.errors import "
+              "BitsmithError\ntry:\n    save_checkpoint(sys.argv[1], {'w': torch.ones(3)}, {})\nexcept BitsmithError "
+              "as e:\n    print(e)\n    sys.exit(2)\n")
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []
+    done = subprocess.run([*drop, sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                          check=False)
+    return done.returncode, done.stdout.strip() or done.stderr
+
+
+@pytest.mark.parametrize("kind", ["permissions", "read-only-mount"])
+def test_unwritable_directory_keeps_the_previous_checkpoint(tmp_path, monkeypatch, kind):
+    d = tmp_path / "d"
+    path = save_checkpoint(d / "best.ckpt", _state(), META)
+    before = _sha(path)
+    kept = "; the checkpoint already there is unchanged"
+    if kind == "permissions":
+        d.chmod(0o555)
+        try:
+            if os.geteuid() != 0 or shutil.which("setpriv"):
+                how = "a real 0555 directory"
+                code, message = _unprivileged_save(path)
+                assert code == 2, message
+            else:
+                how = "an injected EACCES (root ignores file permissions)"
+                _fail_creates_under(monkeypatch, d, errno.EACCES)
+                with pytest.raises(BitsmithError) as err:
+                    save_checkpoint(path, _state(), META)
+                message = str(err.value)
+        finally:
+            d.chmod(0o755)
+        assert message == (f"cannot write checkpoint {path}: Permission denied; make its directory writable or "
+                           f"{FIX}{kept}"), how
+    else:
+        commands = [["mount", "--bind", str(d), str(d)], ["mount", "-o", "remount,ro,bind", str(d)]]
+        with mounted(*commands, target=d) as real:
+            how = "a read-only bind mount" if real else "an injected EROFS (mount not possible here)"
+            if not real:
+                _fail_creates_under(monkeypatch, d, errno.EROFS)
+            with pytest.raises(BitsmithError) as err:
+                save_checkpoint(path, _state(), META)
+        assert str(err.value) == (f"cannot write checkpoint {path}: Read-only file system; make its file system "
+                                  f"writable or {FIX}{kept}"), how
+    assert _sha(path) == before and os.listdir(d) == ["best.ckpt"], how
+
+
+def test_a_directory_at_the_path_fails_at_the_rename_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "best.ckpt").mkdir()
+    with pytest.raises(BitsmithError) as err:
+        save_checkpoint(tmp_path / "best.ckpt", _state(), META)
+    assert re.fullmatch(r"cannot write checkpoint \S+best\.ckpt: Is a directory; remove that directory or "
+                        + re.escape(FIX), str(err.value)), str(err.value)
+    assert os.listdir(tmp_path) == ["best.ckpt"]
+
+
+def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary_file(tmp_path, monkeypatch):
+    path = _good(tmp_path)
+    before = _sha(path)
+    real = os.write
+    calls = []
+
+    def write(fd, data):
+        if _fd_under(fd, tmp_path):
+            calls.append(len(data))
+            if len(calls) == 3:  # Ctrl-C in the middle of the archive
+                raise KeyboardInterrupt
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(KeyboardInterrupt):  # not torch's "unexpected pos" RuntimeError
+        save_checkpoint(path, BIG, META)
+    assert len(calls) == 3 and _sha(path) == before and os.listdir(tmp_path) == ["good.ckpt"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_new_checkpoint_gets_the_mode_a_plain_open_would_give(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = _good(tmp_path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_train_on_a_full_disk_ends_in_one_line(tmp_path, capsys, monkeypatch):
+    """`bitsmith train` end to end onto a 16 KiB tmpfs (a digits-mlp checkpoint is about 29 KiB)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], target=disk) as real:
+        how = "a real full tmpfs" if real else "an injected ENOSPC (mount not possible here)"
+        if not real:
+            _fail_writes_under(monkeypatch, disk, errno.ENOSPC)
+        code, _, err = cli(capsys, "train", "digits-mlp", "digits", "--max-epochs", "1", "--project-dir", str(disk))
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and "Traceback" not in err and len(lines) == 1, (how, err)
+        assert re.fullmatch(rf"bitsmith: error: cannot write checkpoint {re.escape(str(disk))}/\S+\.ckpt: No space "
+                            rf"left on device; free some space or {re.escape(FIX)}", lines[0]), (how, lines[0])
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".ckpt"], how

@@ -245,7 +245,7 @@ def test_a_split_left_empty_is_refused():
 @pytest.mark.parametrize("name", ["digits", "digits-image"])
 def test_a_data_path_for_a_data_set_that_reads_no_file_is_refused(name, jsc_files):
     with pytest.raises(BitsmithError, match=rf"data set '{name}' reads no file; drop --data-path / data_path "
-                                            r"\(data sets that read a file: jsc\)"):
+                                            r"\(data sets that read a file: jsc, table\)"):
         get_dataset(name, str(jsc_files["csv"]))
     assert DATASETS["jsc"].reads_file and not DATASETS[name].reads_file
 

@@ -1,9 +1,11 @@
-"""hls4ml export: the C++ emulation reproduces bitsmith bit for bit (three g++ compiles in all, ~12 s each)."""
+"""hls4ml export: the C++ emulation reproduces bitsmith bit for bit (four g++ compiles in all, ~12 s each)."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +18,8 @@ from bitsmith.passes.quantize import quantize_pass
 from tests.helpers import graph_of, integer
 
 pytest.importorskip("hls4ml")
+import yaml  # noqa: E402 - hls4ml's dependency
+
 from bitsmith.export import hls4ml as hx  # noqa: E402
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="hls4ml's C++ emulation needs g++")
@@ -93,6 +97,30 @@ def test_export_info_file(mixed, exported):
 
 
 @needs_gxx
+def test_project_reopens_with_hls4ml_link_existing_project(mixed, exported, tmp_path):
+    """hls4ml's own API, in a fresh process elsewhere: it reads hls4ml_config.yml with yaml.safe_load, compiles
+    in the project, and predicts what bitsmith's export run computed."""
+    _, plan, x, _ = mixed
+    out, (theirs, _) = exported
+    config = yaml.safe_load((out / "hls4ml_config.yml").read_text())  # no python/tuple, no pickled torch model
+    assert config["OutputDir"] == str(out.resolve()) and "PytorchModel" not in config
+    for lib in (out / "firmware").glob("*.so"):
+        lib.unlink()  # so compile() must build it
+    picked = slice(0, len(x), 20)  # tie rows and saturating rows
+    np.save(tmp_path / "x.npy", x[picked].astype(np.float64))
+    code = ("import sys, numpy as np, hls4ml\n"
+            "m = hls4ml.converters.link_existing_project(sys.argv[1])\n"
+            "m.compile()\n"
+            "np.save('y.npy', m.predict(np.load('x.npy')))\n")
+    run = subprocess.run([sys.executable, "-c", code, str(out)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert list((out / "firmware").glob("*.so"))
+    y = np.load(tmp_path / "y.npy").reshape(len(x[picked]), -1)
+    assert np.array_equal(y, theirs[plan.steps[-1].name][picked])
+
+
+@needs_gxx
 def test_hls4ml_default_modes_differ_on_ties(mixed, tmp_path):
     _, plan, x, ours = mixed
     hls_model = hx.write_hls4ml(plan, tmp_path / "trn", rounding="AP_TRN", saturation="AP_WRAP")
@@ -108,21 +136,34 @@ def test_hls4ml_default_modes_differ_on_ties(mixed, tmp_path):
 
 @needs_gxx
 def test_jsc_toy_float_batchnorm_stream_vivado(tmp_path):
-    """BatchNorm is float in bitsmith and fixed point in hls4ml: close, exact only away from rounding ties."""
+    """BatchNorm is float in bitsmith and fixed point in hls4ml: close, exact only away from rounding ties; export's
+    --verify says so, never "bit-exact"."""
+    from rich.console import Console
+
+    from bitsmith.data._base import Split
+    from bitsmith.export import verify_export
+
     graph, _ = quantize_pass(graph_of("jsc-toy", (16,), 5, train_steps=2),
                              {"by": "type", "linear": integer(8), "relu": integer(8, relu=True)})
     plan = plan_of(graph, "jsc-toy")
-    x = (np.random.default_rng(1).standard_normal((1000, 16)) * 2 + 0.5).astype(np.float32)
-    ours = reference(graph, torch.from_numpy(x))
+    x = torch.from_numpy((np.random.default_rng(1).standard_normal((1000, 16)) * 2 + 0.5).astype(np.float32))
     hls_model = hx.write_hls4ml(plan, tmp_path / "jsc", backend="Vivado", io_type="io_stream")
-    _, cmp = compile_and_compare(hls_model, plan, x, ours)
+    printed = io.StringIO()
+    got = verify_export(plan, graph, Split(x, torch.zeros(len(x))), "hls4ml", tmp_path / "jsc", hls_model,
+                        Console(file=printed, width=300))
+    per_layer = {name: (v["max_abs_diff"], v["rows"]) for name, v in got["per_layer"].items()}
     norms = [s.name for s in plan.steps if s.kind == "batchnorm1d"]
-    assert norms and set(norms) <= set(cmp.per_step)
+    assert norms and set(norms) <= set(per_layer)
     # Measured on 5,000 rows: 4 rows differ by 1 LSB after the first BatchNorm, none at the output.
-    assert cmp.agreement >= 0.99
+    assert got["agreement"] >= 0.99
     # First BatchNorm: input rounded to 2^-17, result to 2^-17 (ap_fixed<32,16>), |scale| < 1 here.
-    assert np.abs(plan.steps[0].scale).max() < 1 and cmp.per_step[norms[0]][0] <= 2.0**-15
-    assert cmp.per_step[plan.steps[1].name][1] <= 0.01 * cmp.rows  # rows where a ReLU rounded the other way
+    assert np.abs(plan.steps[0].scale).max() < 1 and 0 < per_layer[norms[0]][0] <= 2.0**-15
+    assert per_layer[plan.steps[1].name][1] <= 0.01 * got["rows"]  # rows where a ReLU rounded the other way
+    lines = printed.getvalue().rstrip().splitlines()
+    assert "export: compiling the project with g++ and running the test split through it ..." in lines
+    assert not got["bit_exact"] and got["first_difference"] == norms[0] and "(bit-exact)" not in lines[-1]
+    assert lines[-1].endswith(f"(not bit-exact: float BatchNorm1d; layers match within {got['max_layer_diff']:.3g}, "
+                              f"the first to differ is {norms[0]})")
 
 
 @pytest.fixture(scope="module")

@@ -74,9 +74,9 @@ def test_digits_mlp_is_bit_exact_on_random_rows_and_ties(tmp_path):
     assert np.ptp(last) > 1.0  # the outputs are not trivially constant
 
 
-def test_jsc_three_linear_layers_is_bit_exact_with_a_representable_batchnorm():
-    """Its first layer is a float BatchNorm. With statistics on a coarse dyadic grid, eps 0 and inputs on a grid,
-    x * scale + shift is exact in float32 whichever way it is evaluated, so every step must agree exactly."""
+def representable_batchnorm():
+    """jsc-three-linear-layers, whose first layer is a float BatchNorm, with statistics on a coarse dyadic grid and
+    eps 0, and rows on a grid: x * scale + shift is exact in float32 whichever way it is evaluated."""
     graph = graph_of("jsc-three-linear-layers", (16,), 5, train_steps=2)
     bn = graph.gm.get_submodule("seq_blocks.0")
     with torch.no_grad():
@@ -89,6 +89,12 @@ def test_jsc_three_linear_layers_is_bit_exact_with_a_representable_batchnorm():
     assert [s.kind for s in plan.steps][:2] == ["batchnorm1d", "relu"] and not plan.exact  # BN is float
     rng = np.random.default_rng(1)
     x = (rng.integers(-2**9, 2**9, (600, 16)) / 64).astype(np.float32)  # 10 bits: products and sums stay exact
+    return graph, plan, x
+
+
+def test_jsc_three_linear_layers_is_bit_exact_with_a_representable_batchnorm():
+    """Every step must agree exactly where float32 rounds nothing."""
+    graph, plan, x = representable_batchnorm()
     _, _, cmp = run_both(graph, plan, x)
     assert_exact(cmp)
 
@@ -281,3 +287,84 @@ def test_missing_extra_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "qonnx.core.onnx_exec", None)
     with pytest.raises(BitsmithError, match="qonnx extra"):
         run_qonnx(qonnx_model(plan), np.zeros((1, 64), np.float32))
+
+
+def test_each_reason_is_stated_once_with_every_layer_it_concerns():
+    graph, plan = quantized("jsc-toy", (16,), 5)
+    norms = tuple(s.name for s in plan.steps if s.kind == "batchnorm1d")
+    assert len(norms) == 4 and [(r.what, r.layers) for r in plan.inexact] == [("float BatchNorm1d", norms)]
+    (hls,), (onnx_,) = plan.notes("hls4ml"), plan.notes("qonnx")  # one sentence for the four layers
+    assert all(n in hls for n in norms) and "hls4ml" in hls and "QONNX" not in hls
+    assert "QONNX" in onnx_ and "hls4ml" not in onnx_
+
+
+def test_a_float_relu_is_exact_except_on_the_raw_input():
+    """max(x, 0) rounds nothing: a float ReLU between quantized layers leaves the design exact (and QONNX agrees
+    bit for bit); first in the chain it sees the raw input, which hls4ml reads as fixed point."""
+    graph, plan = quantized("digits-mlp", (64,), 10, config={"by": "type", "linear": integer(8, 4)})
+    assert [s.quantized for s in plan.steps if s.kind == "relu"] == [False, False] and plan.exact
+    _, _, cmp = run_both(graph, plan, rows(200, 64, 4, spread=4.0))
+    assert_exact(cmp)
+    from bitsmith.graph import trace
+
+    first, _ = quantize_pass(trace(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval(), (16,)),
+                             {"by": "type", "linear": integer(8, 4)})
+    assert [(r.what, r.layers) for r in plan_of(first, "relu-first").inexact] == [("float input", ("_0",))]
+
+
+def _verify(graph, plan, path, x):
+    """export's --verify on the rows ``x`` of a QONNX file, with what it printed."""
+    import io
+
+    from rich.console import Console
+
+    from bitsmith.data._base import Split
+    from bitsmith.export import verify_export
+
+    out = io.StringIO()
+    x = torch.from_numpy(x)
+    summary = verify_export(plan, graph, Split(x, torch.zeros(len(x))), "qonnx", path, None,
+                            Console(file=out, width=300))
+    return summary, out.getvalue()
+
+
+def test_verify_calls_a_design_bit_exact_only_when_it_is(tmp_path):
+    import onnx
+
+    graph, plan = quantized("digits-mlp", (64,), 10)
+    x = rows(200, 64, plan.input_format.frac, spread=4.0)
+    path = tmp_path / "model.onnx"
+    write_qonnx(plan, path)
+    summary, printed = _verify(graph, plan, path, x)
+    assert summary["bit_exact"] and printed.rstrip().endswith("of 400 rows (bit-exact)")
+    # Round the input down instead of to even: every layer is quantized, so a difference is a bug to report.
+    model = onnx.load(path)
+    quant = next(n for n in model.graph.node if n.op_type == "Quant")
+    next(a for a in quant.attribute if a.name == "rounding_mode").s = b"FLOOR"
+    onnx.save(model, path)
+    summary, printed = _verify(graph, plan, path, x)
+    assert not summary["bit_exact"] and summary["first_difference"] == plan.steps[0].name
+    assert "bit-exact)" not in printed
+    assert printed.rstrip().endswith(f"(NOT bit-exact, though every layer is quantized: first difference at "
+                                     f"{plan.steps[0].name}; a bug in the export)")
+
+
+def test_verify_of_float_batchnorm_is_never_called_bit_exact(tmp_path):
+    graph, plan = quantized("jsc-toy", (16,), 5)
+    path = tmp_path / "model.onnx"
+    write_qonnx(plan, path)
+    summary, printed = _verify(graph, plan, path, rows(500, 16, 4, spread=2.0, seed=2))
+    assert not summary["bit_exact"] and summary["max_layer_diff"] > 0 and "(bit-exact)" not in printed
+    last = printed.rstrip().splitlines()[-1]
+    assert (f"(not bit-exact: float BatchNorm1d; layers match within {summary['max_layer_diff']:.3g}, the first to "
+            f"differ is {summary['first_difference']})") in last
+    assert summary["first_difference"] in {s.name for s in plan.steps if s.kind == "batchnorm1d"}
+
+
+def test_verify_of_a_float_design_that_matched_says_so_without_bit_exact(tmp_path):
+    graph, plan, x = representable_batchnorm()
+    path = tmp_path / "model.onnx"
+    write_qonnx(plan, path)
+    summary, printed = _verify(graph, plan, path, x)
+    assert summary["equal_on_split"] and not summary["bit_exact"]
+    assert printed.rstrip().endswith("(equal on these rows, but not bit-exact: float BatchNorm1d)")

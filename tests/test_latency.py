@@ -215,7 +215,7 @@ def test_search_records_latency_iqr_and_throughput_per_trial(tmp_path, capsys):
         main(["search", "--config", str(config), "--load", str(ckpt), "--project-dir", str(tmp_path),
               "--n-trials", "3", "--sampler", "random"])
     assert done.value.code == 0, capsys.readouterr().err
-    with open(tmp_path / "digits-mlp_digits" / "search" / "trials.csv", newline="") as f:
+    with open(tmp_path / "digits-mlp_digits" / "search" / "latest" / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
     for row in rows:

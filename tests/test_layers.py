@@ -125,7 +125,7 @@ def test_optuna_is_a_version_whose_private_names_were_checked():
 @pytest.mark.parametrize("name", ["._log_number_offset", "._thread_lock", "._replay_result", "._write_log",
                                   "._sync_with_backend", "._trial_id", "._populate_tree", "optuna._hypervolume",
                                   "journal._storage", "._last_created_trial_id_by_this_process",
-                                  "._study_id_to_trial_ids"])
+                                  "._study_id_to_trial_ids", "._create_new_trial"])
 def test_private_optuna_names_appear_only_in_their_box(name):
     pattern = re.compile(re.escape(name) + r"\b")
     users = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if pattern.search(p.read_text())]

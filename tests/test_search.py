@@ -292,7 +292,7 @@ def test_threads_are_set_once_for_the_search_and_restored(tmp_path, monkeypatch,
     summary = run_search(settings, console=Console(quiet=True))
     import json
 
-    trials = json.loads((tmp_path / "digits-mlp_digits" / "search" / "trials.json").read_text())
+    trials = json.loads((tmp_path / "digits-mlp_digits" / "search" / "latest" / "trials.json").read_text())
     assert [t["software_metrics"]["latency_threads"] for t in trials] == [expected] * 3
     assert calls == [expected, before]  # set once before the first trial, restored after: never per trial
     assert torch.get_num_threads() == before and summary["states"]["COMPLETE"] == 3

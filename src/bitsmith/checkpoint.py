@@ -3,16 +3,19 @@
 Always loaded with ``weights_only=True``: a checkpoint is data and never runs code.
 Before loading, every zip record's CRC-32 is checked (torch's reader does not), so a
 damaged file is refused instead of yielding wrong weights. What was loaded is then
-validated: tensors under string keys, and the known fields of the ``bitsmith`` table.
+validated: finite tensors under string keys, and the known fields of the ``bitsmith`` table.
 Names in the metadata (``model``, ``dataset``, pass names) are only strings here; the
 caller resolves them among the registered names and never imports what a file names.
-Writes are atomic, so an interrupted save never corrupts an existing file.
+Writes are atomic (a synced temporary file renamed over the target), so a failed or interrupted
+save never corrupts an existing file; a failed write is one BitsmithError naming the cause.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import secrets
 import struct
 import zipfile
 import zlib
@@ -36,16 +39,112 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, Run
               EOFError, OSError, OverflowError, struct.error, zlib.error)
 
 
+class _Sink:
+    """A raw file for torch.save that keeps what stopped a write (an OSError, a Ctrl-C): torch
+    replaces it with an "unexpected pos" RuntimeError when it closes the archive."""
+
+    def __init__(self, fd: int):
+        self.fd, self.error = fd, None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except BaseException as e:
+            self.error = e
+            raise
+        return done
+
+    def flush(self) -> None:
+        pass
+
+
+# The fix for a failed write, by errno; anything else gets WRITE_FIX.
+WRITE_FIXES = {
+    errno.ENOSPC: "free some space or choose another --project-dir / project_dir",
+    errno.EDQUOT: "free some space or choose another --project-dir / project_dir",
+    errno.EROFS: "make its file system writable or choose another --project-dir / project_dir",
+    errno.EACCES: "make its directory writable or choose another --project-dir / project_dir",
+    errno.EPERM: "make its directory writable or choose another --project-dir / project_dir",
+    errno.EISDIR: "remove that directory or choose another --project-dir / project_dir",
+    errno.ENOTDIR: "a part of its path is a file, not a directory; choose another --project-dir / project_dir",
+    errno.EEXIST: "a part of its path is a file, not a directory; choose another --project-dir / project_dir",
+}
+WRITE_FIX = "check the directory, its permissions and free space, or choose another --project-dir / project_dir"
+
+
+def _write_error(path: Path, e: OSError, existed: bool) -> BitsmithError:
+    fix = WRITE_FIXES.get(e.errno, WRITE_FIX)
+    kept = "; the checkpoint already there is unchanged" if existed else ""
+    return BitsmithError(f"cannot write checkpoint {path}: {e.strerror or e}; {fix}, then run the same command "
+                         f"again{kept}")
+
+
 def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write a model (or its state dict) with ``meta``; replaces ``path`` atomically."""
+    """Write a model (or its state dict) with ``meta``; replaces ``path`` atomically.
+
+    The bytes go to a temporary file in the same directory, are synced, then renamed over ``path``:
+    a failed or interrupted write leaves the previous file intact and no temporary file behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict() if isinstance(model, nn.Module) else model
     state = {PREFIX + k: v.detach().cpu() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"state_dict": state, "bitsmith": {"format": FORMAT, **meta}}, tmp)
-    os.replace(tmp, path)
+    blob = {"state_dict": state, "bitsmith": {"format": FORMAT, **meta}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd, existed = None, False
+    try:
+        existed = path.is_file()  # inside: a directory that cannot be searched raises here
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0o666 less the umask, as a plain open() would give: the rename keeps this mode.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        sink = _Sink(fd)
+        try:
+            torch.save(blob, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+        os.fsync(fd)
+        fd, closing = None, fd
+        os.close(closing)
+        os.replace(tmp, path)
+    except BaseException as e:
+        _discard(fd, tmp)
+        if isinstance(e, OSError):
+            raise _write_error(path, e, existed) from None
+        raise
+    _sync_dir(path.parent)
     return path
+
+
+def _discard(fd: int | None, tmp: Path) -> None:
+    """Close and remove a temporary file after a failed write; the first error is the one to report."""
+    try:
+        if fd is not None:
+            os.close(fd)
+    except OSError:
+        pass
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _sync_dir(d: Path) -> None:
+    """Make the rename durable; best effort: the file is already in place, and some file systems
+    cannot sync a directory."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _pair(v: Any) -> Any:
@@ -180,6 +279,34 @@ def _check_state(path: Path, state: Any, where: str, fix: str) -> dict[str, torc
     return state
 
 
+def _finite(v: torch.Tensor) -> tuple[bool, bool]:
+    """(has NaN, has inf) of a dense float or complex tensor; (False, False) for any other."""
+    if v.layout != torch.strided or not (v.is_floating_point() or v.is_complex()):
+        return False, False
+    if v.dtype.itemsize == 1 and not v.is_complex():  # float8 has no isnan/isinf kernels
+        try:
+            v = v.float()
+        except (RuntimeError, NotImplementedError):  # packed float4 cannot hold NaN or inf
+            return False, False
+    if bool(torch.isfinite(v).all()):
+        return False, False
+    return bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or inf weights: they load fine but give loss nan and chance accuracy."""
+    bad = []
+    for k, v in state.items():
+        nan, inf = _finite(v)
+        if nan or inf:
+            bad.append(f"{k!r} ({' and '.join(w for w, b in (('NaN', nan), ('inf', inf)) if b)})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise BitsmithError(f"checkpoint {path} holds non-finite weights ({len(bad)} of {len(state)} tensors: "
+                            f"{', '.join(bad[:3])}{more}); it was most likely saved from a diverged run: train "
+                            "again with a lower --learning-rate / learning_rate, or load another checkpoint")
+
+
 def _check_meta(path: Path, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BitsmithError(f"checkpoint {path}: metadata 'bitsmith' is {_show(raw)}, expected a table (dict); "
@@ -209,6 +336,7 @@ def load_checkpoint(path: str | Path, load_type: str = "pl") -> tuple[dict[str, 
             raise BitsmithError(f"checkpoint {path} has no 'state_dict' table; if it is a bare state dict, "
                                 "use --load-type pt (load_type = \"pt\")")
         state = _check_state(path, blob["state_dict"], "state_dict", USE_OURS)
+        _check_finite(path, state)
         state = {k.removeprefix(PREFIX): v for k, v in state.items()}
         meta = _check_meta(path, blob["bitsmith"]) if "bitsmith" in blob else {}
     else:
@@ -219,6 +347,7 @@ def load_checkpoint(path: str | Path, load_type: str = "pl") -> tuple[dict[str, 
             raise BitsmithError(f"checkpoint {path} holds {_show(blob)}, not a bare state dict; checkpoints "
                                 "that `bitsmith train` writes load with --load-type pl")
         state, meta = _check_state(path, blob, "state dict", "save a model's state_dict() with torch.save"), {}
+        _check_finite(path, state)
     return state, meta
 
 

@@ -20,7 +20,8 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
     ("--accelerator", "accelerator", str, "auto, cpu or gpu"),
     ("--project", "project", str, "outputs go to <project-dir>/<project>/"),
     ("--project-dir", "project_dir", str, "outputs go to <project-dir>/<project>/"),
-    ("--data-path", "data_path", str, "a local data file (JSC: CSV, Parquet or HDF5)"),
+    ("--data-path", "data_path", str, "a local data file (jsc: CSV, Parquet or HDF5; table: CSV, Parquet or NPZ)"),
+    ("--label-column", "label_column", str, "the column of class labels in your own file (data set table)"),
     ("--load", "load_name", str, "checkpoint to start from"),
     ("--load-type", "load_type", str, "pl (bitsmith/Lightning checkpoint) or pt (bare state dict)"),
 ]
@@ -39,6 +40,12 @@ def _add_strict(p: argparse.ArgumentParser) -> None:
                    help="treat entries MASE would ignore (a table matching no node) as errors")
 
 
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"{what} even when a finished run with the same inputs exists, writing over its folder "
+                        "(default: reuse it)")
+
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Optuna storage: a *.journal file (default under the project), "
                                      "sqlite:///FILE.db or postgresql://...")
@@ -54,11 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train a model and keep its best checkpoint")
     _add_common(p)
+    _add_overwrite(p, "train again")
     p = sub.add_parser("test", help="evaluate a checkpoint on the test split")
     _add_common(p)
     p = sub.add_parser("transform", help="apply the [passes.*] tables of a config to a checkpoint")
     _add_common(p)
     _add_strict(p)
+    _add_overwrite(p, "run the passes again")
     p = sub.add_parser("search", help="search a design space of a model with Optuna")
     _add_common(p)
     _add_strict(p)
@@ -88,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="trials per run (default: the config's n_trials)")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="'near the optimum': within this fraction of the objective's range (default 0.01)")
+    _add_overwrite(p, "run the comparison again")
+    p.add_argument("--rebuild-truth", dest="rebuild_truth", action="store_true",
+                   help="evaluate the ground-truth table again (a damaged or old one); the old file is kept as "
+                        ".bak beside it")
     p = sub.add_parser("report", help="write the tables, plots and best checkpoints of a stored study")
     _add_common(p)
     _add_storage(p)
@@ -135,15 +148,16 @@ def check_tables(settings) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "models":
-        from bitsmith.models import MODELS
-
-        print("\n".join(sorted(MODELS)))
-        return 0
-    if args.command == "datasets":
-        from bitsmith.data import DATASETS
-
-        print("\n".join(sorted(DATASETS)))
+    if args.command in ("models", "datasets"):
+        if args.command == "models":
+            from bitsmith.models.registry import DESCRIPTIONS
+            from bitsmith.models.registry import MODELS as names
+        else:
+            from bitsmith.data.registry import DATASETS as names
+            from bitsmith.data.registry import DESCRIPTIONS
+        # name first, so `cut -d' ' -f1` still gives the bare names
+        width = max(map(len, names))
+        print("\n".join(f"{n:<{width}}  {DESCRIPTIONS.get(n, '')}".rstrip() for n in sorted(names)))
         return 0
     if args.command == "dashboard":
         from bitsmith.dashboard import serve_from_args
@@ -155,7 +169,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from bitsmith.search.compare import run_compare
 
-        run_compare(settings, args.samplers, args.seeds, args.trials, args.tolerance)
+        run_compare(settings, args.samplers, args.seeds, args.trials, args.tolerance,
+                    rebuild_truth=args.rebuild_truth, overwrite=args.overwrite)
         return 0
     if args.command in ("search", "report"):
         from bitsmith.search import StorageOptions, run_search, write_report
@@ -169,7 +184,10 @@ def run(argv: list[str] | None = None) -> int:
         return 130 if result["interrupted"] else 1 if result.get("failed") else 0
     from bitsmith import jobs
 
-    getattr(jobs, args.command)(settings)
+    if args.command in ("train", "transform"):
+        getattr(jobs, args.command)(settings, overwrite=args.overwrite)
+    else:
+        jobs.test(settings)
     return 0
 
 

@@ -58,6 +58,7 @@ class Settings(BaseModel):
     load_name: str | None = None
     load_type: Literal["pl", "pt"] = "pl"
     data_path: str | None = None
+    label_column: str | None = Field(None, min_length=1)  # the class column of your own table (dataset "table")
     strict: bool = False  # extension: entries MASE would ignore are errors, not warnings
     # Tables read by the transform and search commands; their schemas live with
     # the passes and runners that read them (check_tables validates them all).

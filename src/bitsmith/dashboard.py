@@ -38,7 +38,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
 
     from bitsmith.search.storage import open_storage
 
-    storage, _ = open_storage(url, journal)
+    storage, _ = open_storage(url, journal, create=False)
     studies = _study_names(storage, source)
     shown = f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(studies)})" if studies \
         else "no studies yet"

@@ -6,8 +6,10 @@ results as plain data.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -33,11 +35,27 @@ class Prepared:
 
 
 def checkpoint_meta(settings: Settings, data) -> dict[str, Any]:
-    """What a checkpoint records so that it can be rebuilt and checked later."""
+    """What a checkpoint records so that it can be rebuilt and checked later, the data it was made from
+    included (the file, absolute, and the processed contents' digest)."""
     keep = ("max_epochs", "max_steps", "batch_size", "learning_rate", "weight_decay", "optimizer",
             "scheduler", "seed")
+    path = str(Path(settings.data_path).expanduser().resolve()) if settings.data_path else None
     return {"model": settings.model, "dataset": settings.dataset, "in_shape": list(data.in_shape),
-            "n_classes": data.n_classes, "settings": {k: getattr(settings, k) for k in keep}}
+            "n_classes": data.n_classes, "settings": {k: getattr(settings, k) for k in keep},
+            "data": {"path": path, "digest": data.info.get("digest"), "label_column": settings.label_column}}
+
+
+def _data_record(settings: Settings, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's record of its data (``checkpoint_meta``); {} from older checkpoints."""
+    data = meta.get("data")
+    if data is None:
+        return {}
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), (str, type(None)))
+                                           for k in ("path", "digest", "label_column"))):
+        raise BitsmithError(f"checkpoint {settings.load_name}: its 'data' entry is {str(data)[:80]!r}, not a table "
+                            "with the data file's path and digest; it was edited or damaged: load another "
+                            "checkpoint")
+    return data
 
 
 def check_output_dir(path) -> None:
@@ -66,6 +84,17 @@ def from_checkpoint(settings: Settings, meta: dict[str, Any]) -> Settings:
     for key in ("model", "dataset"):
         if key not in settings.model_fields_set and meta.get(key):
             update[key] = meta[key]
+    recorded = _data_record(settings, meta).get("path")
+    if recorded and "data_path" not in settings.model_fields_set \
+            and update.get("dataset", settings.dataset) == meta.get("dataset"):
+        if not Path(recorded).is_file():
+            raise BitsmithError(f"checkpoint {settings.load_name} was made from the data file {recorded}, which is "
+                                "not there any more; give its new place with --data-path")
+        update["data_path"] = recorded
+    label = _data_record(settings, meta).get("label_column")
+    if label and "label_column" not in settings.model_fields_set \
+            and update.get("dataset", settings.dataset) == meta.get("dataset"):
+        update["label_column"] = label
     name = update.get("model")
     if name is not None and name not in MODELS:
         raise BitsmithError(f"checkpoint {settings.load_name} names model {name!r}, which is not a registered model; "
@@ -101,7 +130,12 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
             raise BitsmithError(f"checkpoint {settings.load_name} was trained on data set {saved!r}, not "
                                 f"{settings.dataset!r}; use dataset = {saved!r} or a checkpoint trained on "
                                 f"{settings.dataset!r}")
-    data = get_dataset(settings.dataset, settings.data_path)
+    data = get_dataset(settings.dataset, settings.data_path, settings.label_column)
+    recorded = _data_record(settings, meta).get("digest")
+    if recorded and data.info.get("digest") and recorded != data.info["digest"]:
+        print(f"warning: the data ({settings.data_path or settings.dataset}) is not what checkpoint "
+              f"{settings.load_name} was made from (contents {recorded} then, {data.info['digest']} now); "
+              "figures below are on the data as it is now", file=sys.stderr)
     seed_everything(settings.seed)  # initial weights depend on the seed alone
     model = build_model(settings.model, data.in_shape, data.n_classes)
     if meta.get("passes"):
@@ -115,7 +149,13 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
 
 
 def _progress(console: Console, description: str, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=console)
@@ -128,9 +168,51 @@ def _progress(console: Console, description: str, total: int):
     return bar, update
 
 
-def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
-    """Train, keep best and last checkpoints, evaluate the best on the test split."""
+def file_digest(path) -> str:
+    """The content digest of a file (what a checkpoint or data file is, whatever its name)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# Settings that name where things go, or what another command reads: not inputs of a run.
+_NOT_INPUTS = {"project", "project_dir", "strict", "passes", "search", "transform", "load_name", "data_path",
+               "log_every_n_steps"}
+
+
+def run_inputs(command: str, settings: Settings, p: Prepared, **extra: Any) -> dict[str, Any]:
+    """What a run's results depend on: its settings, the data's contents and the loaded checkpoint's."""
+    return {"command": command, "settings": settings.model_dump(mode="json", exclude=_NOT_INPUTS),
+            "data": p.data.info.get("digest", p.data.source),
+            "checkpoint": file_digest(settings.load_name) if settings.load_name else None, **extra}
+
+
+def _link_checkpoints(project: Path) -> None:
+    """``<project>/checkpoints`` -> ``train/latest``: the path earlier releases wrote, and the README's."""
+    from bitsmith.runs import point_latest
+
+    point_latest(project / "train" / "latest", link=project / "checkpoints")
+
+
+def _link_transformed(runs: Path) -> None:
+    """``transform/transformed.ckpt`` -> ``latest/transformed.ckpt``: the path earlier releases wrote."""
+    from bitsmith.runs import point_latest
+
+    point_latest(runs / "latest" / "transformed.ckpt", link=runs / "transformed.ckpt")
+
+
+def train(settings: Settings, console: Console | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train into a run folder of its own, keep best and last checkpoints, evaluate the best on the test split.
+
+    A finished run with the same settings, data and starting checkpoint is reused, not trained again
+    (``overwrite``: train again, into that run's folder).
+    """
     from bitsmith.checkpoint import load_checkpoint, restore
+    from bitsmith.runs import start
     from bitsmith.train import evaluate, fit
 
     console = console or make_console()
@@ -138,14 +220,24 @@ def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     check_output_dir(settings.output_dir)
     p = prepare(settings)
     settings = p.settings
+    check_output_dir(settings.output_dir)
     console.print(settings.summary(), highlight=False)
-    out = settings.output_dir / "checkpoints"
+    run = start(settings.output_dir / "train", run_inputs("train", settings, p), overwrite)
+    if run.reused:
+        summary = finished_summary(run.dir)
+        run.finish(summary)
+        _link_checkpoints(settings.output_dir)
+        console.print(f"reusing {run.dir}: a finished run with the same settings, data and starting checkpoint "
+                      f"(test accuracy {summary.get('test_accuracy', float('nan')):.4f}); pass --overwrite to "
+                      f"train again\ncheckpoints: {summary.get('best_checkpoint')} (best by validation loss), "
+                      f"{summary.get('last_checkpoint')}", highlight=False)
+        return {**summary, "reused": True, "run": str(run.dir)}
     bar, update = _progress(console, "train", 1)
-    with bar:
+    with run, bar:
         result = fit(p.model, p.data, max_epochs=settings.max_epochs, batch_size=settings.batch_size,
                      learning_rate=settings.learning_rate, optimizer=settings.optimizer,
                      weight_decay=settings.weight_decay, scheduler=settings.scheduler, seed=settings.seed,
-                     device=p.device, max_steps=settings.max_steps, out_dir=out,
+                     device=p.device, max_steps=settings.max_steps, out_dir=run.dir,
                      meta={**checkpoint_meta(settings, p.data), **_passes_meta(p.meta)},
                      progress=update, log_every_n_steps=settings.log_every_n_steps)
     state, _ = load_checkpoint(result.best_path)
@@ -159,13 +251,22 @@ def train(settings: Settings, console: Console | None = None) -> dict[str, Any]:
         "samples_per_second": result.samples / result.seconds if result.seconds else 0.0,
         "best_checkpoint": str(result.best_path), "last_checkpoint": str(result.last_path),
     }
+    run.finish(summary)
+    _link_checkpoints(settings.output_dir)
     console.print(
         f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  "
         f"({len(p.data.test)} samples, best of {summary['epochs']} epochs)\n"
         f"time {summary['total_seconds']:.1f} s (training {result.seconds:.1f} s, "
         f"{summary['samples_per_second']:,.0f} samples/s)\n"
-        f"checkpoints: {result.best_path} (best by validation loss), {result.last_path}", highlight=False)
-    return summary
+        f"checkpoints: {result.best_path} (best by validation loss), {result.last_path}; "
+        f"{settings.output_dir / 'checkpoints'} -> the latest run", highlight=False)
+    return {**summary, "reused": False, "run": str(run.dir)}
+
+
+def finished_summary(run_dir) -> dict[str, Any]:
+    from bitsmith.runs import finished
+
+    return (finished(run_dir) or {}).get("summary", {})
 
 
 def _passes_meta(meta: dict) -> dict:
@@ -192,8 +293,11 @@ def test(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     return {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "seconds": seconds}
 
 
-def transform(settings: Settings, console: Console | None = None) -> dict[str, Any]:
-    """Apply the ``[passes.*]`` tables in order; report, evaluate and save the result."""
+def transform(settings: Settings, console: Console | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Apply the ``[passes.*]`` tables in order; report, evaluate and save the result in a run folder of its own.
+
+    A finished run with the same passes, checkpoint and data is reused (``overwrite``: run it again).
+    """
     import csv
     import json
 
@@ -208,6 +312,7 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
         render_report,
         report_pass,
     )
+    from bitsmith.runs import start
     from bitsmith.train import evaluate
 
     console = console or make_console()
@@ -220,43 +325,57 @@ def transform(settings: Settings, console: Console | None = None) -> dict[str, A
     if not passes:
         raise BitsmithError("transform needs at least one [passes.<name>] table in the config, "
                             "e.g. [passes.quantize] or [passes.channel_multiply]")
-    out = settings.output_dir / "transform"
-    check_output_dir(out)
+    check_output_dir(settings.output_dir / "transform")
     p = prepare(settings)
-    if p.settings.output_dir != settings.output_dir:  # the checkpoint named the model and data set
-        out = p.settings.output_dir / "transform"
-        check_output_dir(out)
-    settings = p.settings
-    if not settings.load_name:
-        console.print("note: no checkpoint given (--load); transforming freshly initialised weights", highlight=False)
-    base = trace(p.model.cpu().eval(), p.data.in_shape)
-    before = evaluate(base.gm, p.data.test)
-    graph, infos = apply_passes(base, passes)
-    for info in infos.values():
-        for message in info.get("ignored", []):
-            notes.warn(message)
-    _, report = report_pass(graph)
-    render_report(report, console)
-    rows = quant_table(graph)
-    _print_quant_table(rows, console)
-    after = evaluate(graph.gm, p.data.test)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "quantize_summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    settings = p.settings  # the checkpoint may name the model and data set, and so the project
+    check_output_dir(settings.output_dir / "transform")
     applied = [*p.meta.get("passes", []),
                *([n, c.model_dump(mode="json")] for n, c in passes if n in TRANSFORMS)]
-    meta = {**checkpoint_meta(settings, p.data), "passes": applied, "test_accuracy": after["accuracy"]}
-    ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
-    summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],
-               "test_loss": after["loss"], "checkpoint": str(ckpt), "passes": applied,
-               "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"}}
-    (out / "transform.json").write_text(json.dumps(summary, indent=2, default=str))
+    run = start(settings.output_dir / "transform",
+                run_inputs("transform", settings, p, passes=[[n, c.model_dump(mode="json")] for n, c in passes]),
+                overwrite)
+    out = run.dir
+    if run.reused:
+        summary = finished_summary(run.dir)
+        run.finish(summary)
+        _link_transformed(run.dir.parent)
+        console.print(f"reusing {run.dir}: a finished run with the same passes, checkpoint and data (test accuracy "
+                      f"{summary.get('test_accuracy_before', float('nan')):.4f} before, "
+                      f"{summary.get('test_accuracy', float('nan')):.4f} after the passes); pass --overwrite to run "
+                      f"it again\nwritten: {summary.get('checkpoint')}", highlight=False)
+        return {**summary, "reused": True, "run": str(run.dir)}
+    with run:  # a failure before anything is written leaves no run folder
+        if not settings.load_name:
+            console.print("note: no checkpoint given (--load); transforming freshly initialised weights",
+                          highlight=False)
+        base = trace(p.model.cpu().eval(), p.data.in_shape)
+        before = evaluate(base.gm, p.data.test)
+        graph, infos = apply_passes(base, passes)
+        for info in infos.values():
+            for message in info.get("ignored", []):
+                notes.warn(message)
+        _, report = report_pass(graph)
+        render_report(report, console)
+        rows = quant_table(graph)
+        _print_quant_table(rows, console)
+        after = evaluate(graph.gm, p.data.test)
+        with (out / "quantize_summary.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        meta = {**checkpoint_meta(settings, p.data), "passes": applied, "test_accuracy": after["accuracy"]}
+        ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
+        summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],
+                   "test_loss": after["loss"], "checkpoint": str(ckpt), "passes": applied,
+                   "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"}}
+        (out / "transform.json").write_text(json.dumps(summary, indent=2, default=str))
+    run.finish(summary)
+    _link_transformed(out.parent)
     console.print(f"test accuracy {before['accuracy']:.4f} before, {after['accuracy']:.4f} after the passes "
                   f"({len(p.data.test)} samples)\nwritten: {ckpt} (load with `bitsmith test --load`), "
-                  f"{out / 'quantize_summary.csv'}, {out / 'transform.json'}", highlight=False)
-    return summary
+                  f"{out / 'quantize_summary.csv'}, {out / 'transform.json'}; "
+                  f"{out.parent / 'latest'} -> this run", highlight=False)
+    return {**summary, "reused": False, "run": str(run.dir)}
 
 
 def _print_quant_table(rows: list[dict[str, Any]], console: Console) -> None:

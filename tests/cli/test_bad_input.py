@@ -238,6 +238,22 @@ def _truncated(fx: Fx) -> bytes:
     return data[: len(data) // 2]
 
 
+def _ckpt_poisoned(key: str, value: float) -> Callable[[Fx], bytes]:
+    """The trained checkpoint with one weight set to ``value`` (NaN, inf), as a diverged run leaves it."""
+    def build(fx: Fx) -> bytes:
+        import io
+
+        import torch
+
+        blob = torch.load(fx.ckpt, weights_only=True)
+        blob["state_dict"][key].view(-1)[0] = value
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        return buf.getvalue()
+
+    return build
+
+
 @dataclass
 class Case:
     id: str
@@ -521,6 +537,117 @@ CASES: list[Case] = [
     Case("search-every-point-pruned", SEARCH_CMD, code=1, toml=ALL_PRUNED, writes_outputs=True,
          match_stdout=r"no trial completed: 2 pruned, for these reasons:\n  1 x channel_multiply: node 'seq_blocks_2' "
                       r"expects 64 input features but its producer 'seq_blocks_0' gives (128|256)"),
+    # --- non-finite weights: a diverged run's checkpoint is refused on load, by every command ----------------------
+    Case("load-nan-weights", [*TEST_LOAD, "{tmp}/nan.ckpt"], stdout_empty=True,
+         match=r"nan\.ckpt holds non-finite weights \(1 of 6 tensors: 'model\.seq_blocks\.0\.weight' \(NaN\)\); it "
+               r"was most likely saved from a diverged run: train again with a lower --learning-rate / "
+               r"learning_rate, or load another checkpoint$",
+         files={"nan.ckpt": _ckpt_poisoned("model.seq_blocks.0.weight", float("nan"))}),
+    Case("transform-load-inf-weights", ["transform", "--config", "{cfg}", "--load", "{tmp}/inf.ckpt"], toml=QUANTIZE,
+         match=r"inf\.ckpt holds non-finite weights \(1 of 6 tensors: 'model\.seq_blocks\.4\.bias' \(inf\)\)",
+         files={"inf.ckpt": _ckpt_poisoned("model.seq_blocks.4.bias", float("-inf"))}),
+    Case("search-load-nan-weights", ["search", "--config", "{cfg}", "--load", "{tmp}/nan.ckpt"], toml=SEARCH,
+         match=r"nan\.ckpt holds non-finite weights \(1 of 6 tensors: 'model\.seq_blocks\.2\.weight' \(NaN\)\)",
+         files={"nan.ckpt": _ckpt_poisoned("model.seq_blocks.2.weight", float("nan"))}),
+    Case("export-load-nan-weights", ["export", "--load", "{tmp}/nan.ckpt", "--to", "qonnx", "--output", "{out}/m.onnx"],
+         match=r"nan\.ckpt holds non-finite weights \(1 of 6 tensors: 'model\.seq_blocks\.0\.bias' \(NaN\)\)",
+         files={"nan.ckpt": _ckpt_poisoned("model.seq_blocks.0.bias", float("nan"))}),
+    # --- compare: the ground-truth table (a damaged table's name depends on the run: tests/cli/test_compare.py) --
+    Case("compare-rebuild-truth-training-runner", ["compare", "--config", "{cfg}", "--load", "{ckpt}",
+                                                   "--rebuild-truth"],
+         toml=search_with("[search.strategy.hw_runner.average_bitwidth]",
+                          "[search.strategy.sw_runner.basic_train]\nmax_steps = 1\n\n"
+                          "[search.strategy.hw_runner.average_bitwidth]"),
+         match=r"--rebuild-truth: runner basic_train depends on training, so this search has no ground-truth table "
+               r"to rebuild; drop --rebuild-truth"),
+    Case("compare-output-is-a-file", ["compare", "--config", "{cfg}", "--load", "{ckpt}", "--project-dir",
+                                      "{tmp}/proj", "--project", "p"], toml=SEARCH,
+         files={"proj/p/compare": "my notes\n"},
+         match=r"cannot write outputs to .*/proj/p/compare: .*/proj/p/compare is a file, not a directory"),
+]
+
+# --- your own data: the table data set (--data-path FILE --label-column NAME) ---------------------------------------
+# A small valid table: 60 rows, features a and b, two classes; each case breaks one thing.
+TABLE_ROWS = "a,b,label\n" + "".join(f"{i},{i % 7},{'xy'[i % 2]}\n" for i in range(60))
+
+
+def _table(path: str = "{tmp}/t.csv", label: str | None = "label") -> list[str]:
+    return ["train", "digits-mlp", "table", "--max-epochs", "1", "--data-path", path,
+            *(["--label-column", label] if label is not None else [])]
+
+
+def _npz(arrays: Callable[[Any], dict]) -> Callable[[Fx], bytes]:
+    """An NPZ file of ``arrays(numpy)``, as numpy.savez writes it."""
+
+    def build(fx: Fx) -> bytes:
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays(np))
+        return buf.getvalue()
+
+    return build
+
+
+CASES += [
+    Case("table-without-data-path", ["train", "digits-mlp", "table", "--max-epochs", "1", "--label-column", "label"],
+         match=r"data set 'table' reads your own file \(\.csv, \.parquet or \.npz\): give --data-path FILE "
+               r"--label-column NAME"),
+    Case("table-file-missing", _table(), match=r"data file '.*t\.csv' does not exist; check --data-path / data_path"),
+    Case("table-data-path-directory", _table("{tmp}"), match=r"data file '.*' is a directory, not a file"),
+    Case("table-without-label-column", _table(label=None), files={"t.csv": TABLE_ROWS},
+         match=r"data set 'table' needs the name of the label column: add --label-column NAME .*t\.csv's columns: "
+               r"a, b, label$"),
+    Case("table-label-column-typo", _table(label="lable"), files={"t.csv": TABLE_ROWS},
+         match=r"t\.csv has no column 'lable'; did you mean 'label'\? its columns: a, b, label; set --label-column"),
+    Case("table-label-column-empty", _table(label=""), files={"t.csv": TABLE_ROWS},
+         match=r"label_column = '' in the command line"),
+    Case("table-semicolon-separated", _table(), files={"t.csv": TABLE_ROWS.replace(",", ";")},
+         match=r"t\.csv has no column 'label'; is it separated by something other than commas\?"),
+    Case("label-column-for-jsc", ["train", "jsc-tiny", "jsc", "--max-epochs", "1", "--data-path", "{csv}",
+                                  "--label-column", "class"],
+         match=r"data set 'jsc' has its own labels; drop --label-column / label_column \(data sets that take one: "
+               r"table\)"),
+    Case("table-one-class", _table(), files={"t.csv": TABLE_ROWS.replace(",y\n", ",x\n")},
+         match=r"t\.csv: the label column 'label' holds one class only \('x'\); a classifier needs at least two"),
+    Case("table-non-numeric-feature", _table(), files={"t.csv": edit(TABLE_ROWS, "\n3,3,y\n", "\n3,oops,y\n")},
+         match=r"t\.csv: row 4 \(line 5\), column 'b' holds 'oops', not a number; .*encode 'b' as numbers or drop it"),
+    Case("table-empty-feature-cell", _table(), files={"t.csv": edit(TABLE_ROWS, "\n3,3,y\n", "\n3,,y\n")},
+         match=r"t\.csv: row 4 \(line 5\), column 'b' holds nan, not a finite number"),
+    Case("table-float-label", _table(),
+         files={"t.csv": "a,b,label\n" + "".join(f"{i},{i % 7},{i / 7:.3f}\n" for i in range(60))},
+         match=r"t\.csv: row 2 \(line 3\), label column 'label' holds 0\.143, not a whole number: .*convert the "
+               r"column .*regression"),
+    Case("table-empty-label-cell", _table(), files={"t.csv": edit(TABLE_ROWS, "\n3,3,y\n", "\n3,3,\n")},
+         match=r"t\.csv: row 4 \(line 5\): the label column 'label' is empty"),
+    Case("table-label-is-an-id", _table(),
+         files={"t.csv": "a,b,label\n" + "".join(f"{i},{i % 7},{i}\n" for i in range(60))},
+         match=r"the label column 'label' holds 60 distinct values in 60 rows, .*an ID or a quantity to predict"),
+    Case("table-empty-file", _table(), files={"t.csv": ""}, match=r"data file '.*t\.csv' is empty \(0 bytes\)"),
+    Case("table-header-only", _table(), files={"t.csv": "a,b,label\n"}, match=r"t\.csv has a header but no rows"),
+    Case("table-only-label-column", _table(), files={"t.csv": "label\nx\ny\nx\ny\n"},
+         match=r"t\.csv has only the label column 'label'"),
+    Case("table-unnamed-index-column", _table(), files={"t.csv": "," + TABLE_ROWS.replace("\n", "\n0,")[:-2]},
+         match=r"t\.csv: column 1 has no name in the header line .*index=False"),
+    Case("table-not-utf8", _table(), files={"t.csv": b"a,b,label\n1,2,caf\xe9\n"},
+         match=r"t\.csv is not UTF-8 text .*save it as UTF-8"),
+    Case("table-unknown-suffix", _table("{tmp}/t.xlsx"), files={"t.xlsx": "PK"},
+         match=r"t\.xlsx: unknown file type \.xlsx; give the data set as \.csv, \.parquet or \.npz"),
+    Case("table-fake-parquet", _table("{tmp}/t.parquet"), files={"t.parquet": TABLE_ROWS},
+         match=r"cannot read .*t\.parquet as Parquet: ArrowInvalid: .*check that it is a Parquet file"),
+    Case("table-fake-npz", _table("{tmp}/t.npz"), files={"t.npz": TABLE_ROWS},
+         match=r"t\.npz is not an NPZ file \(not a zip archive"),
+    Case("table-npz-object-array", _table("{tmp}/t.npz"),
+         files={"t.npz": _npz(lambda np: {"x": np.zeros((60, 2)), "label": np.array(["a", "b"] * 30, dtype=object)})},
+         match=r"t\.npz: array 'label' holds Python objects \(dtype=object\)"),
+    Case("table-npz-one-hot-label", _table("{tmp}/t.npz"),
+         files={"t.npz": _npz(lambda np: {"x": np.zeros((60, 2)), "label": np.eye(2)[np.arange(60) % 2]})},
+         match=r"t\.npz: the label array 'label' has shape \(60, 2\); .*y\.argmax\(axis=1\)"),
+    Case("table-npz-rows-differ", _table("{tmp}/t.npz"),
+         files={"t.npz": _npz(lambda np: {"x": np.zeros((60, 2)), "label": np.arange(59) % 2})},
+         match=r"t\.npz: arrays have different numbers of rows \(x: 60, label: 59\)"),
 ]
 
 

@@ -2,6 +2,7 @@
 bit-exact against bitsmith; `search --export`; and what export refuses."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,27 +33,47 @@ def quantized(tmp_path_factory):
     return out / "digits-mlp_digits" / "transform" / "transformed.ckpt"
 
 
+def stages(out: str) -> list[str]:
+    """The progress lines export prints when its output is not a terminal."""
+    return [line for line in out.splitlines() if line.startswith("export: ")]
+
+
 def test_qonnx_export_is_bit_exact_on_the_test_split(tmp_path, capsys, quantized):
     rows = len(get_dataset("digits").test)
     code, out, err = cli(capsys, "export", "--load", str(quantized), "--to", "qonnx", "--output",
                          str(tmp_path / "m.onnx"), "--verify")
     assert code == 0, err
-    assert f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows (bit-exact)" in out
+    assert out.rstrip().endswith(f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows "
+                                 "(bit-exact)")
+    assert stages(out) == [f"export: loading {quantized} ...",
+                           f"export: writing the QONNX model {tmp_path / 'm.onnx'} ...",
+                           f"export: running the test split ({rows} rows) through bitsmith ...",
+                           "export: running the test split through QONNX's executor ..."]
     assert "ap_ufixed<8,4>" in out and "warning" not in out + err  # the ReLU's unsigned input; nothing inexact
     assert (tmp_path / "m.onnx").stat().st_size > 0 and list(tmp_path.iterdir()) == [tmp_path / "m.onnx"]
 
 
 @pytest.mark.slow
-def test_hls4ml_export_compiles_and_is_bit_exact_on_the_test_split(tmp_path, capsys, quantized):
+def test_hls4ml_export_compiles_and_is_bit_exact_on_the_test_split(tmp_path, capsys, quantized, monkeypatch):
     """What CI checks with g++: one small design, compiled by hls4ml, equal to bitsmith bit for bit."""
+    import yaml
+
     rows = len(get_dataset("digits").test)
-    code, out, err = cli(capsys, "export", "--load", str(quantized), "--to", "hls4ml", "--output-dir",
-                         str(tmp_path / "prj"), "--verify")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "export", "--load", str(quantized), "--to", "hls4ml", "--output-dir", "prj",
+                         "--verify")
     assert code == 0, err
-    assert f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows (bit-exact)" in out
+    assert out.rstrip().endswith(f"max |diff| of the outputs: 0; predictions agree on 100.00% of {rows} rows "
+                                 "(bit-exact)")
+    assert stages(out)[1:] == ["export: writing the hls4ml project prj ...",
+                               f"export: running the test split ({rows} rows) through bitsmith ...",
+                               "export: compiling the project with g++ and running the test split through it ..."]
     written = json.loads((tmp_path / "prj" / "bitsmith_export.json").read_text())
     assert "AP_RND_CONV" in json.dumps(written) and "AP_SAT" in json.dumps(written)
     assert any(p.suffix == ".cpp" for p in (tmp_path / "prj").rglob("*"))
+    # hls4ml's link_existing_project compiles in OutputDir: relative, it would only work from this directory.
+    config = yaml.safe_load((tmp_path / "prj" / "hls4ml_config.yml").read_text())
+    assert config["OutputDir"] == str((tmp_path / "prj").resolve()) and config["InputShape"] == [[64]]
 
 
 @pytest.mark.slow
@@ -118,3 +139,63 @@ def test_verify_reads_every_row_and_layer(quantized):
     assert list(ours) == [s.name for s in plan.steps]
     assert all(len(v) == len(p.data.test) for v in ours.values())
     assert torch.equal(torch.from_numpy(ours[plan.steps[-1].name]).float(), p.model.eval()(p.data.test.x).detach())
+
+
+@pytest.fixture(scope="module")
+def quantized_bn(tmp_path_factory):
+    """jsc-toy (four float BatchNorm1d layers) on digits, trained briefly, its Linear and ReLU layers quantized."""
+    from bitsmith.cli import main
+
+    out = tmp_path_factory.mktemp("bn")
+    cfg = out / "q.toml"
+    cfg.write_text((CONFIGS / "digits_quantize_8bit.toml").read_text().replace('model = "digits-mlp"\n', ""))
+    for argv in (["train", "jsc-toy", "digits", "--max-epochs", "3", "--project-dir", str(out)],
+                 ["transform", "--config", str(cfg), "--load",
+                  str(out / "jsc-toy_digits" / "checkpoints" / "best.ckpt"), "--project-dir", str(out)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    return out / "jsc-toy_digits" / "transform" / "transformed.ckpt"
+
+
+def test_a_batchnorm_design_is_warned_about_once_and_never_called_bit_exact(tmp_path, capsys, quantized_bn):
+    code, out, err = cli(capsys, "export", "--load", str(quantized_bn), "--to", "qonnx", "--output",
+                         str(tmp_path / "m.onnx"), "--verify")
+    assert code == 0, err  # not exit 1: the design says it cannot be bit-exact
+    norms = ", ".join(f"seq_blocks_{i}" for i in (0, 3, 6, 9))
+    warnings = [line for line in out.splitlines() if "warning" in line]
+    assert warnings == [f"warning: not bit-exact: float BatchNorm1d in {norms} (float32 in bitsmith, float32 with "
+                        "its own rounding in QONNX)"]
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith("max |diff| of the outputs: ") and "(bit-exact)" not in out
+    assert re.search(r"\((not bit-exact: float BatchNorm1d; layers match within [0-9.e+-]+, the first to differ is "
+                     r"seq_blocks_\d+|equal on these rows, but not bit-exact: float BatchNorm1d)\)$", last), last
+
+
+def test_a_terminal_gets_a_spinner_instead_of_stage_lines(tmp_path, quantized):
+    """On a terminal (a pseudo-terminal here) each stage is a transient rich status, not a line of its own."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "bitsmith", "export", "--load", str(quantized), "--to", "qonnx",
+                             "--output", str(tmp_path / "m.onnx"), "--verify"],
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, cwd=tmp_path)
+    os.close(follower)
+    seen = b""
+    while True:  # read until the child closes its end (EIO on Linux)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, seen.decode(errors="replace")[-2000:]
+    text = seen.decode(errors="replace")
+    assert "running the test split through QONNX's executor ..." in text and "export: " not in text
+    assert "\x1b[" in text  # the status line is drawn and erased with terminal escapes
+    assert "(bit-exact)" in text

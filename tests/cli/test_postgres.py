@@ -42,10 +42,10 @@ def test_two_workers_share_one_study(tmp_path, postgres_url):
     for w, (out, err) in zip(workers, results):
         assert w.returncode == 0, err
         assert "Best trial(s):" in out
-    study = optuna.load_study(study_name=project, storage=postgres_url)
+    study = optuna.load_study(study_name=f"{project}-search_digits_quantize", storage=postgres_url)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
-    assert 24 <= len(study.trials) <= 25  # the total, not 24 each (one may overshoot while in flight)
+    assert len(study.trials) == 24  # the study's total, not 24 each, and never one more
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # Running again resumes the shared study: nothing left to do.
     again = subprocess.run([*cmd, "--project-dir", str(tmp_path / "w0")], capture_output=True, text=True)
@@ -134,3 +134,21 @@ def test_three_workers_one_killed_mid_trial_lose_nothing(tmp_path, postgres_url)
     retries = [t for t in trials if killed_trial in t.system_attrs.get("retry_history", [])]
     assert retries and retries[0].state == optuna.trial.TrialState.COMPLETE
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_n_workers_run_exactly_n_trials(tmp_path, postgres_url):
+    """`--n-workers 3` with n_trials = 40: exactly 40 trials in the shared study (an advisory lock)."""
+    from bitsmith.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--max-epochs", "3", "--project-dir", str(tmp_path)])
+    name = f"pg-n-{uuid.uuid4().hex[:8]}"
+    run = subprocess.run([sys.executable, "-m", "bitsmith", "search", "--config",
+                          str(CONFIGS / "search_digits_quantize.toml"), "--load",
+                          str(tmp_path / "digits-mlp_digits" / "checkpoints" / "best.ckpt"), "--storage",
+                          postgres_url, "--study-name", name, "--sampler", "random", "--n-workers", "3",
+                          "--project-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
+    assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

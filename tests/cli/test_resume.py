@@ -58,7 +58,8 @@ def journal(project_dir: Path) -> Path:
 def load(path: Path) -> list[optuna.trial.FrozenTrial]:
     """The trials as stock Optuna reads them."""
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name="digits-mlp_digits", storage=storage).get_trials(deepcopy=False)
+    (name,) = optuna.get_all_study_names(storage)  # the one study of the project's journal
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
 def command(cfg: Path, project_dir: Path) -> list[str]:
@@ -109,7 +110,7 @@ def test_brute_force_stopped_mid_trial_then_resumed_evaluates_every_point_once(t
     assert "Traceback" not in err
     if sig != signal.SIGKILL:
         assert "interrupted:" in out and stopped_in < 30
-        assert (tmp_path / "digits-mlp_digits" / "search" / "trials.csv").is_file()
+        assert (tmp_path / "digits-mlp_digits" / "search" / "latest" / "trials.csv").is_file()
     before = load(journal(tmp_path))
     left_running = [t for t in before if t.state == optuna.trial.TrialState.RUNNING]
     assert sig == signal.SIGKILL or not left_running  # a clean stop marks its trial failed
@@ -171,10 +172,9 @@ def test_resume_refuses_changed_runner_settings_and_data_naming_the_difference(t
     cfg.write_text(SPACE.format(steps=5).replace("n_trials = 100", "n_trials = 2"))
     code, _, err = cli(capsys, "search", "--config", str(cfg), "--project-dir", str(tmp_path))
     assert code == 0, err
-    changed = tmp_path / "changed.toml"
-    changed.write_text(cfg.read_text().replace('data_loader = "val_dataloader"',
-                                               'data_loader = "val_dataloader"\nnum_samples = 100'))
-    code, _, err = cli(capsys, "search", "--config", str(changed), "--project-dir", str(tmp_path))
+    cfg.write_text(cfg.read_text().replace('data_loader = "val_dataloader"',
+                                           'data_loader = "val_dataloader"\nnum_samples = 100'))  # same file, edited
+    code, _, err = cli(capsys, "search", "--config", str(cfg), "--project-dir", str(tmp_path))
     assert code == 2 and "was made with another config" in err
     assert "runners[1][1].num_samples: None -> 100" in err and "--fresh" in err
 

@@ -52,8 +52,10 @@ def test_quick_start_search_writes_everything(tmp_path, capsys, ckpts):
     header = next(line for line in out.splitlines() if "number" in line and "software_metrics" in line)
     assert [c.strip() for c in header.strip("┃│ ").split("┃")] == [
         "number", "software_metrics", "hardware_metrics", "scaled_metrics"]
-    d = tmp_path / "digits-mlp_digits" / "search"
-    for name in ("study.journal", "best.json", "trials.csv", "trials.json", "history.png", "pareto.png"):
+    root = tmp_path / "digits-mlp_digits" / "search"
+    d = root / "digits-mlp_digits-search_digits_quantize"  # a study's outputs: a folder named after it
+    assert (root / "study.journal").is_file() and (root / "latest").resolve() == d.resolve()
+    for name in ("best.json", "trials.csv", "trials.json", "history.png", "pareto.png"):
         assert (d / name).is_file(), name
     best = json.loads((d / "best.json").read_text())["best"]
     assert best and all(b["software_metrics"]["accuracy"] >= 0 for b in best)
@@ -68,9 +70,9 @@ def test_quick_start_search_writes_everything(tmp_path, capsys, ckpts):
     assert 'name = "integer"' in Path(first["config_file"]).read_text()
     rows = (d / "trials.csv").read_text().splitlines()
     assert len(rows) == 13 and "sw.accuracy" in rows[0] and "hw.average_bitwidth" in rows[0]
-    attrs = optuna.load_study(study_name="digits-mlp_digits",
+    attrs = optuna.load_study(study_name=d.name,
                               storage=optuna.storages.JournalStorage(
-                                  optuna.storages.journal.JournalFileBackend(str(d / "study.journal")))).trials[0].user_attrs
+                                  optuna.storages.journal.JournalFileBackend(str(root / "study.journal")))).trials[0].user_attrs
     assert {"config", "software_metrics", "hardware_metrics", "scaled_metrics"} <= set(attrs)
 
 
@@ -80,18 +82,18 @@ def test_same_config_and_seed_give_the_same_trials(tmp_path, capsys, ckpts):
         code, _, _ = search(capsys, tmp_path, CONFIGS / "search_digits_quantize.toml", ckpts["digits-mlp"],
                             "--n-trials", "8", "--sampler", "tpe", "--project", name)
         assert code == 0
-        runs.append(trials_of(tmp_path / name / "search" / "trials.json"))
+        runs.append(trials_of(tmp_path / name / "search" / "latest" / "trials.json"))
     assert runs[0] == runs[1]
     code, _, _ = search(capsys, tmp_path, CONFIGS / "search_digits_quantize.toml", ckpts["digits-mlp"],
                         "--n-trials", "8", "--sampler", "tpe", "--project", "c", "--seed", "1")
-    assert trials_of(tmp_path / "c" / "search" / "trials.json") != runs[0]
+    assert trials_of(tmp_path / "c" / "search" / "latest" / "trials.json") != runs[0]
 
 
 def test_brute_force_visits_every_point_once_and_stops(tmp_path, capsys, ckpts, jsc_files):
     code, out, err = search(capsys, tmp_path, CONFIGS / "jsc_three_linear_layers_brute_force.toml",
                             ckpts["jsc-three-linear-layers"], "--data-path", str(jsc_files["csv"]))
     assert code == 0, err
-    rows = json.loads((tmp_path / "jsc-three-linear-layers_jsc" / "search" / "trials.json").read_text())
+    rows = json.loads((tmp_path / "jsc-three-linear-layers_jsc" / "search" / "latest" / "trials.json").read_text())
     points = [json.dumps(r["params"], sort_keys=True) for r in rows]
     assert len(rows) == 16 < 100  # 2 x 2 x 2 x 2 points; n_trials = 100 not reached
     assert len(set(points)) == 16
@@ -121,7 +123,7 @@ def test_mase_by_name_file_with_a_type_keyed_seed(tmp_path, capsys, ckpts, jsc_f
     assert len(warnings) == 1 and "[search.search_space.seed.linear] matches no node" in warnings[0]
     assert 'by = "type"' in warnings[0]
     assert "Best trial(s):" in out and "5 trials (5 complete" in out
-    rows = json.loads((tmp_path / "jsc-tiny" / "search" / "trials.json").read_text())
+    rows = json.loads((tmp_path / "jsc-tiny" / "search" / "latest" / "trials.json").read_text())
     assert all(set(r["params"]) <= {"seq_blocks_2/data_in_width", "seq_blocks_2/weight_width",
                                      "seq_blocks_2/bias_width"} for r in rows)
     # The node that was searched really is quantized at the sampled widths.
@@ -129,7 +131,7 @@ def test_mase_by_name_file_with_a_type_keyed_seed(tmp_path, capsys, ckpts, jsc_f
     code, _, err = search(capsys, tmp_path / "strict", CONFIGS / "jsc_tiny_by_type.toml", ckpts["jsc-tiny"],
                           *args, "--strict")
     assert code == 2 and "(--strict makes this an error)" in err and "Traceback" not in err
-    assert not (tmp_path / "strict" / "jsc-tiny" / "search" / "trials.json").exists()
+    assert not (tmp_path / "strict" / "jsc-tiny" / "search").exists()
 
 
 def test_by_type_file_with_a_name_keyed_seed(tmp_path, capsys, ckpts, jsc_files):
@@ -160,7 +162,7 @@ def test_constraints_mark_trials_infeasible_without_hiding_them(tmp_path, capsys
     code, out, err = search(capsys, tmp_path, CONFIGS / "search_digits_joint.toml", ckpts["digits-mlp"],
                             "--n-trials", "12", "--sampler", "random")
     assert code == 0, err
-    d = tmp_path / "digits-mlp_digits" / "search"
+    d = tmp_path / "digits-mlp_digits" / "search" / "latest"
     rows = json.loads((d / "trials.json").read_text())
     infeasible = [r for r in rows if r["feasible"] is False]
     assert infeasible and all(r["software_metrics"]["accuracy"] < 0.9 for r in infeasible)
@@ -175,12 +177,15 @@ def test_resume_fresh_and_config_change(tmp_path, capsys, ckpts):
     journal = tmp_path / "digits-mlp_digits" / "search" / "study.journal"
     assert search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "4")[0] == 0
     code, out, _ = search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "6")
-    assert code == 0 and "resuming study 'digits-mlp_digits': 4 trials done, 2 to go" in out
+    name = "digits-mlp_digits-search_digits_quantize"  # the project and the config's name
+    assert code == 0 and f"resuming study '{name}': 4 trials done, 2 to go" in out
     code, out, _ = search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "3", "--fresh")
-    assert code == 0 and "'digits-mlp_digits-2'" in out
+    assert code == 0 and f"'{name}-2'" in out
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    assert len(optuna.load_study(study_name="digits-mlp_digits", storage=storage).trials) == 6  # kept
-    assert len(optuna.load_study(study_name="digits-mlp_digits-2", storage=storage).trials) == 3
+    assert len(optuna.load_study(study_name=name, storage=storage).trials) == 6  # kept
+    assert len(optuna.load_study(study_name=f"{name}-2", storage=storage).trials) == 3
+    first = json.loads((journal.parent / name / "trials.json").read_text())
+    assert len(first) == 6 and len(json.loads((journal.parent / f"{name}-2" / "trials.json").read_text())) == 3
     size = journal.stat().st_size
     code, _, err = search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "9", "--sampler", "random")
     assert code == 2 and "made with another config" in err and "--fresh" in err
@@ -192,7 +197,7 @@ def test_sqlite_storage_url(tmp_path, capsys, ckpts):
     code, out, err = search(capsys, tmp_path, CONFIGS / "search_digits_quantize.toml", ckpts["digits-mlp"],
                             "--n-trials", "3", "--storage", url)
     assert code == 0, err
-    assert len(optuna.load_study(study_name="digits-mlp_digits", storage=url).trials) == 3
+    assert len(optuna.load_study(study_name="digits-mlp_digits-search_digits_quantize", storage=url).trials) == 3
 
 
 def test_damaged_journal_is_a_clear_error_and_kept(tmp_path, capsys, ckpts):
@@ -209,8 +214,8 @@ def test_parallel_jobs_fill_the_study(tmp_path, capsys, ckpts):
     cfg.write_text((CONFIGS / "search_digits_quantize.toml").read_text().replace("n_jobs = 1", "n_jobs = 2"))
     code, out, err = search(capsys, tmp_path, cfg, ckpts["digits-mlp"], "--n-trials", "10", "--sampler", "random")
     assert code == 0, err
-    rows = json.loads((tmp_path / "digits-mlp_digits" / "search" / "trials.json").read_text())
-    assert len(rows) >= 10 and all(r["state"] == "COMPLETE" for r in rows)
+    rows = json.loads((tmp_path / "digits-mlp_digits" / "search" / "latest" / "trials.json").read_text())
+    assert len(rows) == 10 and all(r["state"] == "COMPLETE" for r in rows)  # threads share the study's total
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -222,7 +227,7 @@ def test_parallel_jobs_fill_the_study(tmp_path, capsys, ckpts):
 def test_search_mistakes_exit_2_before_any_trial(tmp_path, capsys, ckpts, extra, message):
     code, out, err = search(capsys, tmp_path, CONFIGS / "search_digits_quantize.toml", ckpts["digits-mlp"], *extra)
     assert code == 2 and message in err and "Traceback" not in err
-    assert not (tmp_path / "digits-mlp_digits" / "search" / "trials.json").exists()
+    assert not (tmp_path / "digits-mlp_digits" / "search" / "latest").exists()
 
 
 def test_checkpoint_of_another_model(tmp_path, capsys, ckpts, jsc_files):
@@ -256,11 +261,11 @@ def test_ctrl_c_writes_outputs_and_exits_cleanly(tmp_path, ckpts):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted:" in out and "Best trial(s):" in out
-    rows = json.loads((tmp_path / "digits-mlp_digits" / "search" / "trials.json").read_text())
+    rows = json.loads((tmp_path / "digits-mlp_digits" / "search" / "latest" / "trials.json").read_text())
     assert sum(r["state"] == "COMPLETE" for r in rows) >= 1 and len(rows) < 500
     assert all(r["state"] in ("COMPLETE", "FAIL") for r in rows)
     # The stop wrote the tables only; fine-tuning the best designs again is `bitsmith report`'s job.
-    search_dir = tmp_path / "digits-mlp_digits" / "search"
+    search_dir = tmp_path / "digits-mlp_digits" / "search" / "digits-mlp_digits-slow"
     best = json.loads((search_dir / "best.json").read_text())["best"][0]["number"]
     assert not (search_dir / "best").exists()
     report = subprocess.run([sys.executable, "-m", "bitsmith", "report", "--project-dir", str(tmp_path),

@@ -32,7 +32,7 @@ def test_ptq_8bit_then_test_then_qat(tmp_path, capsys, digits_ckpt):
     assert "nodes per op: placeholder=1" in out and "quantization" in out
     before, after = (float(v) for v in out.split("test accuracy ")[1].split(" after")[0].split(" before, "))
     assert after >= before - 0.02  # 8-bit PTQ costs little on digits
-    d = tmp_path / "q8" / "transform"
+    d = tmp_path / "q8" / "transform" / "latest"  # the run this transform made
     rows = (d / "quantize_summary.csv").read_text().splitlines()
     assert rows[0].startswith("node,type,format,data_in_width") and "seq_blocks_0,Linear,integer,8,4,8,6,8,6" in rows
     summary = json.loads((d / "transform.json").read_text())

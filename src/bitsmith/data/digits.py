@@ -25,13 +25,15 @@ def _arrays():
     return cached("digits", "sklearn.datasets.load_digits", build)
 
 
-@register_dataset("digits", reads_file=False)
+@register_dataset("digits", reads_file=False,
+                  description="1,797 8x8 handwritten digits as 64 features, 10 classes (bundled with scikit-learn)")
 def load_digits_flat(data_path: str | None = None) -> DataSplits:
     arrays, meta = _arrays()
     return to_splits("digits", arrays, (64,), CLASS_NAMES, "sklearn.datasets.load_digits", meta)
 
 
-@register_dataset("digits-image", reads_file=False)
+@register_dataset("digits-image", reads_file=False,
+                  description="the same digits as 1x8x8 images, for CNNs (digits-cnn)")
 def load_digits_image(data_path: str | None = None) -> DataSplits:
     arrays, meta = _arrays()
     return to_splits("digits-image", arrays, (1, 8, 8), CLASS_NAMES, "sklearn.datasets.load_digits", meta)

@@ -180,7 +180,8 @@ def download_openml() -> tuple[np.ndarray, np.ndarray]:
     return frame_to_arrays(frame, Path(f"openml:{OPENML_ID}"))
 
 
-@register_dataset("jsc", reads_file=True)
+@register_dataset("jsc", reads_file=True,
+                  description="LHC jet substructure, 16 features, 5 classes (--data-path FILE, cache or OpenML 42468)")
 def load_jsc(data_path: str | None = None) -> DataSplits:
     path = data_path or os.environ.get(ENV_PATH)
     if path:

@@ -9,6 +9,7 @@ and through bitsmith and compares them layer by layer (``plan.compare``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 from pathlib import Path
@@ -71,6 +72,20 @@ def load_design(settings: Settings):
     return plan, graph, p
 
 
+@contextlib.contextmanager
+def stage(console, what: str):
+    """Say what export is doing: a spinner on a terminal; otherwise one line, which a log keeps."""
+    if not console.is_terminal:
+        console.print(f"export: {what} ...", highlight=False, markup=False)
+        yield
+        return
+    from rich.console import Console
+
+    # Pinned to the terminal: hls4ml's prints are redirected meanwhile, and the spinner would follow them.
+    with Console(file=console.file).status(f"{what} ..."):
+        yield
+
+
 def export(settings: Settings, to: str, output: str | Path, backend: str = "Vitis", io_type: str = "io_parallel",
            verify: bool = False, console=None) -> dict[str, Any]:
     """Write the checkpoint's design for ``to`` at ``output``; with ``verify``, compare it with bitsmith."""
@@ -80,23 +95,27 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
     output = Path(output)
     check_target(to, backend, io_type)
     _check_output(to, output)
-    plan, graph, p = load_design(settings)
+    with stage(console, f"loading {settings.load_name}"):
+        plan, graph, p = load_design(settings)
     t0 = time.perf_counter()
     if to == "qonnx":
         from bitsmith.export.qonnx import write_qonnx
 
-        write_qonnx(plan, output)
+        with stage(console, f"writing the QONNX model {output}"):
+            write_qonnx(plan, output)
         written = None
     else:
         from bitsmith.export.hls4ml import write_hls4ml
 
-        written = write_hls4ml(plan, output, backend=backend, io_type=io_type)
+        with stage(console, f"writing the hls4ml project {output}"):
+            written = write_hls4ml(plan, output, backend=backend, io_type=io_type)
     seconds = {"write": time.perf_counter() - t0}
     console.print(f"exported {p.settings.model} from {settings.load_name} to {to}: {output}", highlight=False)
     print_formats(plan, console)
-    for note in plan.notes:
-        console.print(f"warning: not bit-exact: {note}", highlight=False, markup=False)
-    summary: dict[str, Any] = {"output": str(output), "to": to, "exact_design": plan.exact, "seconds": seconds}
+    if plan.inexact:  # one line for the design, however many layers
+        console.print(f"warning: not bit-exact: {'; '.join(plan.notes(to))}", highlight=False, markup=False)
+    summary: dict[str, Any] = {"output": str(output), "to": to, "exact_design": plan.exact,
+                               "inexact": [r.what for r in plan.inexact], "seconds": seconds}
     if verify:
         t0 = time.perf_counter()
         summary.update(verify_export(plan, graph, p.data.test, to, output, written, console))
@@ -105,19 +124,26 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
 
 
 def verify_export(plan, graph, split, to: str, output: Path, written, console) -> dict[str, Any]:
-    """Run ``split`` through the exported model and through bitsmith; print and return how they differ."""
+    """Run ``split`` through the exported model and through bitsmith; print and return how they differ.
+
+    ``bit_exact`` only for a design that can be (``plan.exact``) and that matched in every layer; a design with
+    float layers that happened to match on ``split`` is ``equal_on_split``, never bit-exact.
+    """
     from bitsmith.export.plan import compare, reference
 
     x = split.x.reshape(len(split), -1)
-    ours = reference(graph, split.x)
+    with stage(console, f"running the test split ({len(split)} rows) through bitsmith"):
+        ours = reference(graph, split.x)
     if to == "qonnx":
         from bitsmith.export.qonnx import run_qonnx
 
-        theirs = run_qonnx(output, x.double().numpy())
+        with stage(console, "running the test split through QONNX's executor"):
+            theirs = run_qonnx(output, x.double().numpy())
     else:
         from bitsmith.export.hls4ml import compile_and_run
 
-        theirs = compile_and_run(written, x.double().numpy())
+        with stage(console, "compiling the project with g++ and running the test split through it"):
+            theirs = compile_and_run(written, x.double().numpy())
     last = plan.steps[-1].name
     cmp = compare(ours, theirs, last)
     from rich.table import Table
@@ -129,16 +155,25 @@ def verify_export(plan, graph, split, to: str, output: Path, written, console) -
     for name, (diff, rows) in cmp.per_step.items():
         table.add_row(name, kinds.get(name, ""), f"{diff:.6g}", str(rows))
     console.print(table)
-    exact = cmp.max_abs_diff == 0.0
-    console.print(f"max |diff| of the outputs: {cmp.max_abs_diff:.6g}; predictions agree on "
-                  f"{cmp.agreement * 100:.2f}% of {cmp.rows} rows" + (" (bit-exact)" if exact else ""),
-                  highlight=False)
+    worst = max([cmp.max_abs_diff, *(d for d, _ in cmp.per_step.values())])
     first = next((n for n, (d, _) in cmp.per_step.items() if d > 0), None)
-    if first is not None:
-        console.print(f"first layer that differs: {first}", highlight=False)
+    equal = worst == 0.0
+    exact = plan.exact and equal
+    where = first if first is not None else "the outputs"
+    reasons = ", ".join(r.what for r in plan.inexact)
+    if exact:
+        verdict = "bit-exact"
+    elif plan.exact:
+        verdict = f"NOT bit-exact, though every layer is quantized: first difference at {where}; a bug in the export"
+    elif equal:
+        verdict = f"equal on these rows, but not bit-exact: {reasons}"
+    else:
+        verdict = f"not bit-exact: {reasons}; layers match within {worst:.3g}, the first to differ is {where}"
+    console.print(f"max |diff| of the outputs: {cmp.max_abs_diff:.6g}; predictions agree on "
+                  f"{cmp.agreement * 100:.2f}% of {cmp.rows} rows ({verdict})", highlight=False, markup=False)
     return {"max_abs_diff": cmp.max_abs_diff, "agreement": cmp.agreement, "rows": cmp.rows,
             "per_layer": {k: {"max_abs_diff": d, "rows": r} for k, (d, r) in cmp.per_step.items()},
-            "bit_exact": exact, "first_difference": first}
+            "max_layer_diff": worst, "equal_on_split": equal, "bit_exact": exact, "first_difference": first}
 
 
 def print_formats(plan, console) -> None:

@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 
 from bitsmith.errors import BitsmithError
-from bitsmith.export.plan import Plan, Step
+from bitsmith.export.plan import FLOAT_INPUT, Plan, Step
 from bitsmith.quant import Fixed
 
 BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
 ROUNDING = ("AP_RND_CONV", "AP_TRN", "AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_TRN_ZERO")
 SATURATION = ("AP_SAT", "AP_WRAP", "AP_SAT_ZERO", "AP_SAT_SYM")
-STAND_IN = Fixed(32, 16)  # float input with no format: +-32768 in steps of 2^-16
+STAND_IN = FLOAT_INPUT  # float input with no format
 FIT_WIDTH = 32  # width of the types fitted to float parameters and BatchNorm outputs
 INFO_FILE = "bitsmith_export.json"
 CHOICES = {  # written into INFO_FILE, for the user
@@ -248,6 +248,9 @@ def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str
         config = hls4ml.utils.config_from_pytorch_model(
             model, input_shape=(plan.in_features,), granularity="name", backend=backend,
             default_precision=ap_type(STAND_IN, rounding, saturation))
+    # hls4ml copies InputShape into hls4ml_config.yml, which link_existing_project reads with yaml.safe_load:
+    # the tuple config_from_pytorch_model insists on is a !!python/tuple there. [[n]]: one input of n values.
+    config["InputShape"] = [[plan.in_features]]
     per_layer = config["LayerName"]
     per_layer[input_name]["Precision"]["result"] = in_type
     for layer in layers:
@@ -259,10 +262,14 @@ def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BitsmithError(f"cannot create the hls4ml output directory {str(out_dir)!r}: {e.strerror}") from None
+    # Absolute: link_existing_project compiles in the yml's OutputDir, from whatever directory it is called.
     with contextlib.redirect_stdout(io.StringIO()):
         hls_model = hls4ml.converters.convert_from_pytorch_model(
-            model, hls_config=config, output_dir=str(out_dir), project_name=_project_name(plan.model),
+            model, hls_config=config, output_dir=str(out_dir.resolve()), project_name=_project_name(plan.model),
             backend=backend, io_type=io_type)
+        # Else write() pickles the torch chain (bitsmith's cast class included) into hls4ml_config.yml, which
+        # safe_load refuses; the project is its C++, and hls4ml's own save() drops the model too.
+        hls_model.config.config.pop("PytorchModel", None)
         hls_model.write()
     present = {layer.name for layer in hls_model.get_layers()}
     lost = [layer.name for layer in layers if layer.kind != "cast" and hls_name[layer.name] not in present]
@@ -273,7 +280,7 @@ def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str
 
     info = {
         "model": plan.model, "backend": backend, "io_type": io_type, "rounding": rounding,
-        "saturation": saturation, "exact": plan.exact, "notes": list(plan.notes),
+        "saturation": saturation, "exact": plan.exact, "notes": list(plan.notes("hls4ml")),
         "choices": CHOICES,
         "input": {"layer": input_name, "format": _fmt_json(plan.input_format), "precision": in_type},
         "layers": [_layer_json(layer, hls_name[layer.name]) for layer in layers],

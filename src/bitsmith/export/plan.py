@@ -24,6 +24,7 @@ from bitsmith.graph import Graph
 from bitsmith.quant import Fixed, float_type, formats, quantize
 
 KINDS = ("linear", "relu", "batchnorm1d")  # what the exporters write
+FLOAT_INPUT = Fixed(32, 16)  # how hls4ml reads an input with no format: +-32768 in steps of 2^-16
 FLOAT32_EXACT_BITS = 24  # float32 holds integers exactly up to 2^24: bitsmith's own sums are exact below it
 
 
@@ -65,13 +66,31 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Inexact:
+    """One reason an export cannot be bit-exact, and the layers it concerns."""
+
+    what: str  # short, for a summary line: "float BatchNorm1d"
+    layers: tuple[str, ...]
+    why: str  # every target
+    why_in: tuple[tuple[str, str], ...] = ()  # (target, why) where a target has its own reason
+
+    def describe(self, target: str | None = None) -> str:
+        why = dict(self.why_in).get(target, self.why)
+        return f"{self.what} in {', '.join(self.layers)} ({why})"
+
+
+@dataclass(frozen=True)
 class Plan:
     """A design as a chain of steps from an input of ``in_features`` values to the logits."""
 
     model: str
     in_features: int
     steps: tuple[Step, ...]
-    notes: tuple[str, ...] = field(default=())  # why an export cannot be bit-exact, if it cannot
+    inexact: tuple[Inexact, ...] = field(default=())  # why an export cannot be bit-exact, if it cannot
+
+    def notes(self, target: str | None = None) -> tuple[str, ...]:
+        """The reasons as sentences, one per reason (not per layer), for ``target`` or for every target."""
+        return tuple(r.describe(target) for r in self.inexact)
 
     @property
     def input_format(self) -> Fixed | None:
@@ -81,7 +100,7 @@ class Plan:
     @property
     def exact(self) -> bool:
         """True when every step is quantized and bitsmith's own float32 sums are exact."""
-        return not self.notes
+        return not self.inexact
 
 
 def plan_of(graph: Graph, model_name: str = "model") -> Plan:
@@ -109,7 +128,7 @@ def plan_of(graph: Graph, model_name: str = "model") -> Plan:
     out = [n for n in nodes if n.op == "output"]
     if not steps or [a for a in out[0].all_input_nodes] != [previous]:
         raise BitsmithError(f"export writes a chain of layers ending in the output; {model_name} does not")
-    return Plan(model_name, graph.in_shape[0], tuple(steps), tuple(_notes(steps)))
+    return Plan(model_name, graph.in_shape[0], tuple(steps), _inexact(steps))
 
 
 def _step(name: str, kind: str, module: torch.nn.Module) -> Step:
@@ -130,15 +149,32 @@ def _step(name: str, kind: str, module: torch.nn.Module) -> Step:
     return Step(name, kind, scale=as64(scale), shift=as64(shift))
 
 
-def _notes(steps: list[Step]) -> list[str]:
-    notes = [f"{s.name} ({s.kind}) is not quantized: it computes in float32 in bitsmith, in a wide fixed type in "
-             f"hls4ml and in float32 (with its own rounding) in QONNX" for s in steps if not s.quantized]
-    for s in steps:
-        bits = s.accumulator_bits()
-        if bits is not None and bits - 1 > FLOAT32_EXACT_BITS:
-            notes.append(f"{s.name}: its exact sum needs {bits} bits, more than float32 holds exactly "
-                         f"({FLOAT32_EXACT_BITS} + sign), so bitsmith's own figure is rounded there")
-    return notes
+KIND_NAMES = {"linear": "Linear", "relu": "ReLU", "batchnorm1d": "BatchNorm1d"}
+HLS4ML_FLOAT = "a wide fixed-point type in hls4ml"
+QONNX_FLOAT = "float32 with its own rounding in QONNX"
+
+
+def _inexact(steps: list[Step]) -> tuple[Inexact, ...]:
+    """The reasons, grouped: one per kind of float layer, one for sums float32 cannot hold."""
+    reasons = []
+    for kind, label in KIND_NAMES.items():
+        if kind == "relu":  # max(x, 0) rounds nothing: a float ReLU is exact
+            continue
+        floats = tuple(s.name for s in steps if s.kind == kind and not s.quantized)
+        if floats:
+            reasons.append(Inexact(f"float {label}", floats, f"float32 in bitsmith, {HLS4ML_FLOAT}, {QONNX_FLOAT}",
+                                   (("hls4ml", f"float32 in bitsmith, {HLS4ML_FLOAT}"),
+                                    ("qonnx", f"float32 in bitsmith, {QONNX_FLOAT}"))))
+    if steps and steps[0].kind == "relu" and not steps[0].quantized:  # other float first layers are named above
+        w, frac = FLOAT_INPUT.width, FLOAT_INPUT.frac
+        reasons.append(Inexact("float input", (steps[0].name,),
+                               f"it reads the raw input, which hls4ml rounds to ap_fixed<{w},{w - frac}>"))
+    wide = tuple(s.name for s in steps if (s.accumulator_bits() or 0) - 1 > FLOAT32_EXACT_BITS)
+    if wide:
+        reasons.append(Inexact("sums beyond float32", wide,
+                               f"exact sums need more bits than float32 holds exactly ({FLOAT32_EXACT_BITS} + "
+                               "sign), so bitsmith's own figures are rounded there"))
+    return tuple(reasons)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ Per step (each step's output tensor is named after the step, so per-layer output
 
 A part without a format gets no ``Quant``. Quant nodes use scale 2^-frac, zero point 0, ``narrow=0`` and
 ``rounding_mode="ROUND"`` (numpy's round: half to even), which is bitsmith's quantizer exactly. Everything runs
-in float32, as bitsmith does, so a quantized chain is bit-exact while its sums fit float32 (``Plan.notes``).
+in float32, as bitsmith does, so a quantized chain is bit-exact while its sums fit float32 (``Plan.inexact``).
 """
 
 from __future__ import annotations
@@ -149,9 +149,9 @@ def qonnx_model(plan: Plan):
     model = helper.make_model(graph, producer_name="bitsmith", producer_version=__version__, ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(QUANT_DOMAIN, 1)])
     model.doc_string = (f"bitsmith design {plan.model}: " + ("bit-exact with bitsmith" if plan.exact else
-                        "not bit-exact: " + "; ".join(plan.notes)))
+                        "not bit-exact: " + "; ".join(plan.notes("qonnx"))))
     helper.set_model_props(model, {META_STEPS: json.dumps(meta), "bitsmith:model": plan.model,
-                                   "bitsmith:notes": json.dumps(list(plan.notes))})
+                                   "bitsmith:notes": json.dumps(list(plan.notes("qonnx")))})
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:  # a bug here, not the user's: say so plainly

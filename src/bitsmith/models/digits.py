@@ -9,7 +9,7 @@ from bitsmith.models.jsc import SeqModel, _features
 from bitsmith.models.registry import register_model
 
 
-@register_model("digits-mlp")
+@register_model("digits-mlp", description="MLP: Linear features-64-32-classes, ReLU between; any flat data set")
 def digits_mlp(in_shape, n_classes):
     """64 -> 64 -> 32 -> classes, ReLU between (no activation on the logits)."""
     f = _features(in_shape, "digits-mlp")
@@ -20,7 +20,8 @@ def digits_mlp(in_shape, n_classes):
     )
 
 
-@register_model("digits-cnn")
+@register_model("digits-cnn", description="CNN: two 3x3 conv blocks, global average pooling, one Linear; "
+                                         "images (digits-image)")
 def digits_cnn(in_shape, n_classes):
     """Two 3x3 conv blocks, global average pooling, one linear classifier.
 

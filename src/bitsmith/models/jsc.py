@@ -33,13 +33,14 @@ def _features(in_shape: tuple[int, ...], model: str) -> int:
     return int(math.prod(in_shape))
 
 
-@register_model("jsc-tiny")
+@register_model("jsc-tiny", description="MASE lab: BatchNorm, ReLU, Linear features-classes, ReLU")
 def jsc_tiny(in_shape, n_classes):
     f = _features(in_shape, "jsc-tiny")
     return SeqModel(nn.BatchNorm1d(f), nn.ReLU(), nn.Linear(f, n_classes), nn.ReLU())
 
 
-@register_model("jsc-toy")
+@register_model("jsc-toy", description="MASE lab: BatchNorm, ReLU, Linear features-8-8-classes, "
+                                      "each followed by BatchNorm and ReLU")
 def jsc_toy(in_shape, n_classes):
     f = _features(in_shape, "jsc-toy")
     return SeqModel(
@@ -50,7 +51,8 @@ def jsc_toy(in_shape, n_classes):
     )
 
 
-@register_model("jsc-three-linear-layers")
+@register_model("jsc-three-linear-layers",
+                description="MASE lab: BatchNorm, ReLU, Linear features-16-16-classes, each followed by ReLU")
 def jsc_three_linear_layers(in_shape, n_classes):
     f = _features(in_shape, "jsc-three-linear-layers")
     return SeqModel(
@@ -61,7 +63,8 @@ def jsc_three_linear_layers(in_shape, n_classes):
     )
 
 
-@register_model("jsc-s")
+@register_model("jsc-s", description="MASE lab: BatchNorm, ReLU, Linear features-64-32-32-classes, "
+                                    "each followed by BatchNorm and ReLU")
 def jsc_s(in_shape, n_classes):
     f = _features(in_shape, "jsc-s")
     widths = (f, 64, 32, 32)

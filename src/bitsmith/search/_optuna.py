@@ -19,7 +19,10 @@ reason given where it is used:
 * ``BruteForceSampler._populate_tree``: overridden, to skip trials stopped
   before their point was chosen (``samplers.py``);
 * ``optuna._hypervolume.compute_hypervolume``: the hypervolume of a front
-  (``compare.py``).
+  (``compare.py``);
+* ``RDBStorage._create_new_trial``: what Optuna's trial cache for database
+  storages calls to make a trial, bypassing ``create_new_trial``; overridden so
+  that a study's total holds across processes (``storage/limit.py``).
 
 Optuna may change any of these in any release. ``TESTED`` lists the minor
 versions whose own storage, study and trial tests pass in the journal mode
@@ -30,6 +33,7 @@ version is not among them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -108,6 +112,19 @@ class Replay:
         """Every trial of the study ``trial_id`` belongs to, in order of creation."""
         r = self._r
         return [(i, r._trials[i]) for i in r._study_id_to_trial_ids[r._trial_id_to_study_id[trial_id]]]
+
+
+# -- database storages ----------------------------------------------------------------------------
+
+class HookedRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage, every new trial made inside ``creating(template_trial)``."""
+
+    def creating(self, template_trial: FrozenTrial | None):
+        return contextlib.nullcontext()
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        with self.creating(template_trial):
+            return super()._create_new_trial(study_id, template_trial)
 
 
 # -- samplers ---------------------------------------------------------------------------------------

@@ -24,7 +24,12 @@ class Search:
     cfg: Any  # SearchConfig
     base: Any  # Graph
     objective: Any  # Objective
-    out: Path
+    root: Path  # <project>/search: the project's study journal
+    out: Path | None = None  # <project>/search/<study>: the study's own outputs, once it is open
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "study.journal"
 
 
 def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: Notes) -> Search:
@@ -39,9 +44,9 @@ def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: 
     cfg = parse_search(settings.search, settings.seed, overrides, settings.source)
     for warning in cfg.warnings:
         notes.warn(warning)
-    out = settings.output_dir / "search"
-    check_output_dir(out)
     p = prepare(settings)
+    root = p.settings.output_dir / "search"  # the checkpoint may name the model and data set, and so the project
+    check_output_dir(root)
     base = trace(p.model.eval(), p.data.in_shape)
     space = build_space(base, cfg.space, notes)
     check_space(base, space)
@@ -49,7 +54,13 @@ def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: 
         raise BitsmithError(f"sampler {cfg.setup.sampler!r} visits every point, and this space has "
                             f"{space_size(space.params):,} (at most {MAX_POINTS:,}); use tpe, random or qmc, or "
                             "give fewer choices")
-    return Search(p.settings, cfg, base, Objective(cfg, base, space, Context(p.data, p.device, cfg.seed)), out)
+    return Search(p.settings, cfg, base, Objective(cfg, base, space, Context(p.data, p.device, cfg.seed)), root)
+
+
+def default_study_name(settings: Settings) -> str:
+    """``<project>-<config file's name>``: the example configs of one project are studies of their own."""
+    source = Path(settings.source)
+    return f"{settings.project_name}-{source.stem}" if source.suffix == ".toml" else settings.project_name
 
 
 def space_size(params: dict[str, list[Any]]) -> int:

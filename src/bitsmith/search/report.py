@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,12 @@ import optuna
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
 from bitsmith.schema import Notes
-from bitsmith.search.prepare import prepare_search
+from bitsmith.search.plots import plot_history, plot_pareto
+from bitsmith.search.prepare import default_study_name, prepare_search
 from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name, study_names
 from bitsmith.search.studies import open_study, optuna_quiet, study_settings
 from bitsmith.search.study import best_trials, build_candidate, is_feasible
+from bitsmith.search.table import print_best
 
 
 def write_outputs(search, study, console, storage: str | None, full: bool = True) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
         entries = [trial_row(t) for t in best]
     names = [m.name for m in cfg.metrics] if not cfg.setup.sum_scaled_metrics else ["weighted sum"]
     (out / "best.json").write_text(json.dumps(
-        {"study": study.study_name, "storage": hide_password(storage) if storage else str(out / "study.journal"),
+        {"study": study.study_name, "storage": hide_password(storage) if storage else str(search.journal),
          "directions": cfg.directions,
          "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str))
     plots = []
@@ -86,25 +87,6 @@ def _none_to_na(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_none_to_na(v) for v in value]
     return value
-
-
-def _show(v: Any) -> Any:
-    """A metric as the table prints it: counts exactly, small measured figures to 4 significant digits."""
-    if not isinstance(v, float):
-        return v
-    v = float(v)  # a numpy float would print as np.float64(...)
-    if not math.isfinite(v):
-        return v
-    if v.is_integer():  # params, MACs, BOPs, bits (a scale of 1.0 makes them floats)
-        return int(v)
-    if (v * 8).is_integer() or abs(v) >= 1000:
-        # Bytes are multiples of 1/8 (3 decimals, exact); 4 digits would drop a large value's fraction.
-        return round(v, 3)
-    return float(f"{v:.4g}")
-
-
-def _round(d: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: _show(v) for k, v in (d or {}).items()}
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -140,101 +122,39 @@ def write_trials(trials: list[optuna.trial.FrozenTrial], out: Path) -> None:
         writer.writerows(flat)
 
 
-def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, float]], console) -> None:
-    from rich.table import Table
-
-    table = Table(title="Best trial(s):", title_justify="left", show_lines=True)
-    for col in ("number", "software_metrics", "hardware_metrics", "scaled_metrics"):
-        table.add_column(col, overflow="fold")
-    for t in best:
-        table.add_row(str(t.number), *(str(_round(t.user_attrs.get(k)))
-                                       for k in ("software_metrics", "hardware_metrics", "scaled_metrics")))
-    console.print(table)
-    if tests:
-        tt = Table(title="Test split (re-evaluated; validation figures above chose the designs):",
-                   title_justify="left")
-        for col in ("number", "test_accuracy", "test_loss"):
-            tt.add_column(col)
-        for n, m in tests.items():
-            tt.add_row(str(n), f"{m['accuracy']:.4f}", f"{m['loss']:.4f}")
-        console.print(tt)
-
-
-def plot_history(trials, directions: list[str], names: list[str], path: Path) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no backend chosen, no global state touched
-
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig = Figure(figsize=(7, 2.6 * len(directions)))
-    axes = fig.subplots(len(directions), 1, squeeze=False)
-    for i, (ax, direction) in enumerate(zip(axes[:, 0], directions)):
-        xs = [t.number for t in done]
-        ys = [t.values[i] for t in done]
-        ax.scatter(xs, ys, s=12, alpha=0.6, label="trial")
-        best, line = None, []
-        for y in ys:
-            best = y if best is None else (max(best, y) if direction == "maximize" else min(best, y))
-            line.append(best)
-        ax.step(xs, line, where="post", color="C3", label=f"best so far ({direction})")
-        ax.set_ylabel(names[i])
-        ax.legend(loc="best", fontsize=8)
-    axes[-1, 0].set_xlabel("trial")
-    fig.suptitle("optimisation history")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def plot_pareto(trials, best, x: str, y: str, path: Path) -> None:
-    """The first two metrics of every complete trial, the chosen designs highlighted."""
-    from matplotlib.figure import Figure
-
-    def value(t, name):
-        m = {**(t.user_attrs.get("software_metrics") or {}), **(t.user_attrs.get("hardware_metrics") or {})}
-        return m.get(name)
-
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.subplots()
-    for feasible, style in ((True, dict(c="C0", label="trial")), (False, dict(c="C7", marker="x", label="infeasible"))):
-        pts = [(value(t, x), value(t, y)) for t in done if is_feasible(t) == feasible]
-        if pts:
-            ax.scatter(*zip(*pts), s=14, alpha=0.6, **style)
-    front = sorted((value(t, x), value(t, y)) for t in best)
-    if front:
-        ax.plot(*zip(*front), "o-", color="C3", label="best / Pareto front")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("designs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def write_report(settings: Settings, options: StorageOptions, console=None) -> dict[str, Any]:
     """Write the tables, plots and best checkpoints of a stored study, at any time, from any machine.
 
-    The study's own settings come first; a config file and flags override them
-    (e.g. ``--load`` where the checkpoint lives elsewhere on this machine).
+    The study's own settings, and the command-line changes it was run with, come
+    first; a config file and flags override them (e.g. ``--load`` where the
+    checkpoint lives elsewhere on this machine). Nothing is created but the
+    study's outputs: a storage or study that is not there is an error.
     """
     from bitsmith.jobs import make_console
 
     console = console or make_console()
     with optuna_quiet():
         default_journal = settings.output_dir / "search" / "study.journal"
-        if options.url is None and not default_journal.is_file():
-            raise BitsmithError(f"no study journal at {default_journal}; give --project-dir / --project of a "
-                                "search, or --storage and --study-name")
-        store, _ = open_storage(options.url, default_journal, options.timeout)
-        name, exists = resolve_study_name(store, options.study_name or settings.project_name, False)
+        store, _ = open_storage(options.url, default_journal, options.timeout, create=False)
+        where = hide_password(str(options.url or default_journal))
+        names = study_names(store)
+        name = options.study_name or (default_study_name(settings) if settings.search else None)
+        if name is None and len(names) == 1:
+            name = names[0]  # the one study there: no name needed
+        if name is None:
+            raise BitsmithError(f"{len(names)} studies in {where} ({', '.join(names) or 'none'}); choose one with "
+                                "--study-name")
+        name, exists = resolve_study_name(store, name, False)
         if not exists:
-            raise BitsmithError(f"no study {name!r} in {hide_password(str(options.url or default_journal))}; studies "
-                                f"there: {', '.join(study_names(store)) or 'none'}; choose one with --study-name")
+            raise BitsmithError(f"no study {name!r} in {where}; studies there: {', '.join(names) or 'none'}; choose "
+                                "one with --study-name")
         stored = study_settings(optuna.load_study(study_name=name, storage=store))
         if "settings" in stored:
             given = settings.model_dump(include=settings.model_fields_set)
             merged = Settings(**{**stored["settings"], **given})
             merged._source = settings.source if settings.model_fields_set else stored.get("source", "the study")
             settings = merged
-        search = prepare_search(settings, None, Notes(settings.strict, quiet=True))
+        search = prepare_search(settings, stored.get("overrides"), Notes(settings.strict, quiet=True))
         study, _, _ = open_study(search, StorageOptions(options.url, name, options.timeout), fresh=False,
                                  create=False)
         return write_outputs(search, study, console, options.url, full=True)

@@ -17,13 +17,14 @@ from typing import Any
 
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
+from bitsmith.runs import point_latest
 from bitsmith.search import workers
 from bitsmith.search.prepare import prepare_search
 from bitsmith.search.recovery import fail_unfinished, recover
 from bitsmith.search.report import write_outputs
 from bitsmith.search.signals import stop_on_signals
 from bitsmith.search.storage import StorageOptions
-from bitsmith.search.studies import open_study, optuna_quiet, trial_callbacks
+from bitsmith.search.studies import open_study, optuna_quiet, run_trials, trial_callbacks
 from bitsmith.search.study import is_feasible
 from bitsmith.search.threads import search_threads
 
@@ -84,7 +85,7 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
                   f"n_trials={cfg.setup.n_trials} seed={cfg.seed}"
                   + (f" workers={n_workers}" if n_workers > 1 else "")
                   + ("" if settings.load_name else " (no checkpoint: freshly initialised weights)"), highlight=False)
-    study, store, backend = open_study(search, options, fresh)
+    study, store, backend = open_study(search, options, fresh, overrides=overrides)
     failed_now, enqueued = recover(study, store, cfg.setup.max_retry)
     if failed_now or enqueued:
         console.print(f"recovered: {failed_now} trial(s) of stopped processes marked failed, {enqueued} failed "
@@ -109,9 +110,9 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
         with progress.bar:
             if remaining:
                 # n_trials is the study's total, also when several workers share it.
-                study.optimize(search.objective, n_trials=remaining, timeout=cfg.setup.timeout,
-                               n_jobs=cfg.setup.n_jobs, gc_after_trial=False,
-                               callbacks=trial_callbacks(cfg, signals.check, progress))
+                run_trials(study, store, search, remaining, trial_callbacks(cfg, signals.check, progress),
+                           n_jobs=cfg.setup.n_jobs)
+                progress(study, None)  # the last count, other workers' trials included
         workers.join(procs)
     except KeyboardInterrupt:
         interrupted = True
@@ -122,6 +123,7 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
     if backend is not None:
         backend.sync()
     summary = write_outputs(search, study, console, options.url, full=not interrupted)
+    point_latest(search.out, link=search.root / "latest")  # <project>/search/latest: the study run last
     summary["interrupted"] = interrupted
     if interrupted:
         console.print(f"interrupted: {summary['states']['COMPLETE']} trials complete; tables written to {search.out}. "
@@ -172,14 +174,14 @@ class Progress:
         if self.backend is not None:
             self.backend.sync()
         text = ""
-        if trial.state == TrialState.COMPLETE and is_feasible(trial):
+        if trial is not None and trial.state == TrialState.COMPLETE and is_feasible(trial):
             v = trial.values[0]  # several objectives: the best of the first one
             better = self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best)
             self.best = v if better else self.best
         if self.best is not None:
             text = f"best {self.label} {self.best:.4g}"
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        if self.shared:  # other workers' trials count too
+        if self.shared or trial is None:  # other workers' trials count too
             done = len(study.get_trials(deepcopy=False, states=finished)) - self.done_before
             self.bar.update(self.task, completed=done, best=text)
         else:

@@ -4,22 +4,33 @@ exhaustive samplers, every point queued once; with the callbacks every process r
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any
 
 from bitsmith.errors import BitsmithError
-from bitsmith.search.prepare import Search, differences, record
+from bitsmith.search.prepare import Search, default_study_name, differences, record
 from bitsmith.search.process import WORKER, WORKER_ATTR
 from bitsmith.search.recovery import retry_callback
 from bitsmith.search.samplers import SAMPLERS
-from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name
+from bitsmith.search.storage import (
+    StorageOptions,
+    StudyFull,
+    hide_password,
+    open_storage,
+    resolve_study_name,
+    study_names,
+)
 
 RECORD_ATTR = "bitsmith_record"  # study user attr: what its trials measure, for the resume check
 QUEUED_ATTR = "bitsmith_queued"  # study user attr: every point of an exhaustive space is queued
 QUEUE_WAIT_S = 120  # a worker waits this long for the study's creator to queue every point
 
 
-def open_study(search: Search, options: StorageOptions, fresh: bool, create: bool = True, seed_offset: int = 0):
-    """The study (created, resumed or joined), its storage and the journal backend (or None)."""
+def open_study(search: Search, options: StorageOptions, fresh: bool, create: bool = True, seed_offset: int = 0,
+               overrides: dict[str, Any] | None = None):
+    """The study (created, resumed or joined), its storage and the journal backend (or None); ``search.out``
+    becomes the study's own output folder. ``overrides``: the command line's changes to the config, stored
+    with a new study so that ``bitsmith report`` rebuilds the same search."""
     import warnings
 
     import optuna
@@ -31,14 +42,16 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
            "heartbeat_stale_trial_callback": retry_callback(setup.max_retry)}
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is Optuna's way to find dead workers
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        store, backend = open_storage(options.url, search.out / "study.journal", options.timeout,
+        store, backend = open_storage(options.url, search.journal, options.timeout, create=create,
                                       **({} if is_journal(options.url) else rdb))
     if backend is not None:  # a journal: each new trial names its process in its first record
         store.creation_attrs = {WORKER_ATTR: WORKER}
-    base_name = options.study_name or setup.study_name or search.settings.project_name
+    base_name = options.study_name or setup.study_name or default_study_name(search.settings)
     name, exists = resolve_study_name(store, base_name, fresh and create)
+    _note_older_default(store, search, base_name, exists or not create or bool(options.study_name or setup.study_name))
+    search.out = search.root / name
     sampler = make_sampler(setup.sampler, search.cfg.seed + seed_offset, search.objective.params)
-    where = options.url or search.out / "study.journal"
+    where = options.url or search.journal
     created = False
     if exists:  # loading writes nothing, so a refused resume leaves the storage as it was
         study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
@@ -52,6 +65,10 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # a worker elsewhere created it a moment ago
             study = optuna.load_study(study_name=name, storage=store, sampler=sampler)
+        else:
+            with warnings.catch_warnings():  # experimental in Optuna; the dashboard shows these names
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(objective_names(search.cfg))
     mine = record(search)
     stored = study.user_attrs.get(RECORD_ATTR)
     if stored is None and not study.user_attrs.get("bitsmith_config"):
@@ -59,6 +76,7 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
         study.set_user_attr("bitsmith", {"model": search.settings.model, "dataset": search.settings.dataset,
                                          "metrics": [m.name for m in search.cfg.metrics],
                                          "settings": search.settings.model_dump(mode="json"),
+                                         "overrides": {k: v for k, v in (overrides or {}).items() if v is not None},
                                          "source": search.settings.source})
     elif stored != mine:
         diff = differences(stored, mine) if stored else ["it was made by an older bitsmith that kept no details"]
@@ -71,6 +89,14 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
         # that is queued again (it counts failed points as visited).
         study.sampler = optuna.samplers.RandomSampler(seed=search.cfg.seed + seed_offset)
     return study, store, backend
+
+
+def _note_older_default(store, search: Search, base_name: str, named: bool) -> None:
+    """Before studies took their config's name, the default was the project's: say how to go on with one."""
+    older = search.settings.project_name
+    if not named and base_name != older and older in study_names(store):
+        print(f"note: study {older!r} here was made before studies took their config's name; this starts "
+              f"{base_name!r}. To go on with the older one: --study-name {older}", file=sys.stderr)
 
 
 def _queue_every_point(study, search: Search, created: bool) -> bool:
@@ -101,6 +127,20 @@ def _queue_every_point(study, search: Search, created: bool) -> bool:
         study.enqueue_trial(point)
     study.set_user_attr(QUEUED_ATTR, len(points))
     return True
+
+
+def run_trials(study, store, search: Search, n_trials: int, callbacks: list, n_jobs: int = 1) -> None:
+    """``study.optimize`` until this process has run ``n_trials`` or the study holds its total: the storage
+    refuses to start a trial past ``setup.n_trials`` in all processes together (``storage.limit``)."""
+    cfg = search.cfg
+    if hasattr(store, "limit_trials"):
+        store.limit_trials(store.get_study_id_from_name(study.study_name), cfg.setup.n_trials,
+                           queued_only=search.objective.queued)
+    try:
+        study.optimize(search.objective, n_trials=n_trials, timeout=cfg.setup.timeout, n_jobs=n_jobs,
+                       gc_after_trial=False, callbacks=callbacks)
+    except StudyFull:
+        pass  # another process started the last trial the study needed
 
 
 def trial_callbacks(cfg, *first) -> list:
@@ -145,6 +185,11 @@ def optuna_quiet():
 
 def is_journal(url: str | None) -> bool:
     return url is None or url.startswith("journal:") or "://" not in url
+
+
+def objective_names(cfg) -> list[str]:
+    """What each objective value is: a metric's name, or the weighted sum of them all."""
+    return ["weighted sum"] if cfg.setup.sum_scaled_metrics else [m.name for m in cfg.metrics]
 
 
 def study_settings(study) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from bitsmith.search.prepare import Search, prepare_search
 from bitsmith.search.recovery import fail_unfinished
 from bitsmith.search.signals import stop_on_signals
 from bitsmith.search.storage import StorageOptions
-from bitsmith.search.studies import open_study, optuna_quiet, trial_callbacks
+from bitsmith.search.studies import open_study, optuna_quiet, run_trials, trial_callbacks
 
 MAX_WORKERS = 256
 
@@ -66,8 +66,7 @@ def worker_main(payload: dict[str, Any], index: int) -> None:
             study, store, backend = open_study(search, StorageOptions(options.url, payload["study"], options.timeout),
                                                fresh=False, create=False, seed_offset=index)
             cb = trial_callbacks(search.cfg, signals.check, backend and (lambda st, t: backend.sync()))
-            study.optimize(search.objective, n_trials=search.cfg.setup.n_trials, timeout=search.cfg.setup.timeout,
-                           callbacks=cb, gc_after_trial=False)
+            run_trials(study, store, search, search.cfg.setup.n_trials, cb)
         except KeyboardInterrupt:
             if store is not None:
                 fail_unfinished(store, search.objective.started)

@@ -5,20 +5,28 @@ Every point of a small enough space is evaluated once (the ground truth,
 digest; the sampler runs (in-memory Optuna studies, one per sampler and seed)
 only look points up. ``measure`` turns runs into curves and figures, ``output``
 prints and writes them. See docs/compare.md for what is computed.
+
+A table is checked when it is read (its key and a digest of its points); a
+damaged one stops the command until ``--rebuild-truth`` evaluates it again,
+keeping the old file beside it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
-from typing import Any
+from typing import Any, Self
+
+from rich.console import Console
 
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError, unknown_name
+from bitsmith.runs import finished, point_latest, start
 from bitsmith.search.compare.measure import Measure, losses, summarise
 from bitsmith.search.compare.output import json_safe, plot, print_table, write_curves
-from bitsmith.search.compare.truth import Table, run_one, truth_key
+from bitsmith.search.compare.truth import REBUILD_FLAG, Table, run_one, truth_key
 from bitsmith.search.prepare import prepare_search, space_size
 from bitsmith.search.samplers import ALIASES, SAMPLERS, public_names
 from bitsmith.search.studies import optuna_quiet
@@ -53,21 +61,69 @@ def check_numbers(seeds: int, trials: int | None, tolerance: float) -> None:
                             "(e.g. 0.01)")
 
 
+class Progress:
+    """Where a long compare is: a bar on a terminal; in a log, a line at each tenth of a stage (deterministic,
+    so reruns print the same lines)."""
+
+    def __init__(self, console):
+        self.console, self.bar, self.task = console, None, None
+        self.terminal = console.is_terminal
+        if self.terminal:
+            from rich import progress as rp
+
+            self.bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                                   rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=console, transient=True)
+
+    def __enter__(self) -> Self:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the bar away (before the results are printed, or on an error)."""
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+    def stage(self, description: str, total: int, done: int = 0) -> None:
+        if self.bar:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(description, total=total, completed=done)
+
+    def bar_advance(self, description: str | None = None, n: int = 1) -> None:
+        if self.bar:
+            self.bar.update(self.task, advance=n, description=description)
+
+    def line(self, done: int, total: int, text: str) -> None:
+        """``text`` in a log, when ``done`` is the last step or crosses a tenth of ``total``."""
+        if not self.terminal and (done == total or done * 10 // total > (done - 1) * 10 // total):
+            self.console.print(text, highlight=False)
+
+
 def run_compare(settings: Settings, samplers: str, seeds: int, trials: int | None, tolerance: float = 0.01,
-                console=None) -> dict[str, Any]:
+                console=None, rebuild_truth: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Compare samplers on the search ``settings`` describes, into a run folder ``compare/version_N``; a finished
+    comparison with the same inputs is reused (``overwrite``: run it again)."""
     from bitsmith.jobs import make_console
 
     names = parse_samplers(samplers)
     check_numbers(seeds, trials, tolerance)
     console = console or make_console()
-    with optuna_quiet():
-        return _compare(settings, names, seeds, trials, tolerance, console)
+    with optuna_quiet(), Progress(console) as progress:
+        return _compare(settings, names, seeds, trials, tolerance, console, rebuild_truth, overwrite, progress)
 
 
-def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, Any]:
+def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwrite, progress) -> dict[str, Any]:
+    from bitsmith.jobs import check_output_dir
+
     t_start = time.perf_counter()
     # The config's own sampler plays no part; random takes any number of objectives.
     search = prepare_search(settings, {"sampler": "random"}, settings.notes)
+    settings = search.settings  # the checkpoint may name the model and data set, and so the project
     cfg, params = search.cfg, search.objective.params
     n_trials = trials or cfg.setup.n_trials
     directions = cfg.directions
@@ -87,17 +143,53 @@ def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, An
                else f"runner {noisy[0]} (its results depend on training, so there is no ground truth)")
         raise BitsmithError(f"--samplers {','.join(exhaustive)} visit every point, but this space has {why}; "
                             "compare tpe, random, nsgaii, qmc or gp instead, or give fewer choices")
+    if rebuild and noisy:
+        raise BitsmithError(f"{REBUILD_FLAG}: runner {noisy[0]} depends on training, so this search has no "
+                            f"ground-truth table to rebuild; drop {REBUILD_FLAG}")
     out = settings.output_dir / "compare"
+    check_output_dir(out)
     key = truth_key(search)
-    table = Table(search, None if noisy else out / f"truth_{key}.json")
-    signs = [1 if d == "maximize" else -1 for d in directions]
+    table = Table(search, None if noisy else out / f"truth_{key}.json", key, rebuild)
     console.print(f"compare: model={settings.model} dataset={settings.dataset} space={size:,} points "
                   f"samplers={','.join(names)} seeds={seeds} trials={n_trials} tolerance={tolerance:g}",
                   highlight=False)
+    run = start(out, {"command": "compare", "key": key, "samplers": names, "seed": cfg.seed, "seeds": seeds,
+                      "trials": n_trials, "tolerance": tolerance}, overwrite or rebuild)
+    if run.reused:
+        done = finished(run.dir)["summary"]
+        run.finish(done)
+        point_latest(run.dir)
+        console.print(done.get("table", ""), end="", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"reusing {run.dir}: a finished comparison of the same search, samplers, seeds and trials "
+                      f"(its table above; {', '.join(done.get('files', []))}); pass --overwrite to run it again",
+                      highlight=False)
+        return {**json.loads((run.dir / "summary.json").read_text()), "out": str(run.dir), "reused_run": True}
+    with run:  # a failure before anything is written leaves no run folder
+        return _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, size, rebuild, console,
+                     progress, t_start)
+
+
+def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, size, rebuild, console, progress,
+          t_start) -> dict[str, Any]:
+    """The ground truth, then every sampler over every seed; results into the run's folder."""
+    cfg, params, directions = search.cfg, search.objective.params, search.cfg.directions
+    signs = [1 if d == "maximize" else -1 for d in directions]
+    out, key = run.dir, table.key
     if truth:
         before = len(table.rows)
-        table.fill(params)
+        missing = size - before
+
+        def step():
+            done = before + table.evaluations
+            progress.bar_advance()
+            progress.line(table.evaluations, missing, f"ground truth: {done:,} of {size:,} points")
+
+        if missing:
+            progress.stage("ground truth", size, before)
+        table.fill(params, step)
         what = "reused" if table.evaluations == 0 else f"evaluated {table.evaluations} new point(s) ({before} reused)"
+        if rebuild:
+            what = f"rebuilt, {what}"
         console.print(f"ground truth: {what}, {size:,} points, table {table.path}", highlight=False)
     elif noisy:
         console.print(f"ground truth: none; runner {noisy[0]} depends on training, so every trial is evaluated "
@@ -108,10 +200,23 @@ def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, An
 
     t_sample = time.perf_counter()
     eval_s_before = table.eval_seconds
-    histories = {n: [run_one(table, params, directions, cfg.constraints, n, cfg.seed + s, n_trials, bool(noisy))
-                     for s in range(seeds)] for n in names}
+    histories: dict[str, list] = {n: [] for n in names}
+    runs = len(names) * seeds
+    progress.stage("sampler runs", runs * n_trials)
+    for i, (n, s) in enumerate(((n, s) for n in names for s in range(seeds)), 1):
+        seed = cfg.seed + s
+        what = f"{n}, seed {seed}"
+        progress.bar_advance(f"sampler runs: {what} ({i} of {runs})", 0)
+        h = run_one(table, params, directions, cfg.constraints, n, seed, n_trials, bool(noisy),
+                    on_trial=progress.bar_advance)
+        histories[n].append(h)
+        progress.bar_advance(n=n_trials - len(h))  # a run that stopped early (space exhausted)
+        progress.line(i, runs, f"sampler runs: {i} of {runs} ({what} done)")
+    progress.close()
     sampling_s = time.perf_counter() - t_sample - (table.eval_seconds - eval_s_before)
     table.save(complete=truth)
+    if table.backup:
+        console.print(f"ground truth: the previous table is kept as {table.backup}", highlight=False)
 
     if truth:
         reference = losses(table.rows.values(), signs)
@@ -126,7 +231,6 @@ def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, An
     kind = "best" if len(signs) == 1 else "hypervolume"
     label = ("weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name) if kind == "best" \
         else "hypervolume / true front's" if truth else "hypervolume / best found"
-    out.mkdir(parents=True, exist_ok=True)
     write_curves(curves, out / "curves.csv")
     png = out / f"compare_{kind}.png"
     optimum_text = f"{at_opt:.6g}" if kind == "best" else "1 (the whole front)"
@@ -138,9 +242,14 @@ def _compare(settings, names, seeds, trials, tolerance, console) -> dict[str, An
                              "point": measure.ref.tolist(), "true_front": len(measure.front)})}
     (out / "summary.json").write_text(json.dumps(json_safe(result), indent=1, default=str))
     print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
+    # Kept in run.json, to be shown again when the run is reused.
+    shown = Console(file=io.StringIO(), width=console.width, soft_wrap=console.soft_wrap, record=True)
+    print_table(shown, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
     total = time.perf_counter() - t_start
     console.print(f"time: total {total:.1f}s, evaluating {table.eval_seconds:.1f}s ({table.evaluations} evaluations), "
                   f"sampling {sampling_s:.1f}s\nwritten to {out}: curves.csv, summary.json, {png.name}"
-                  + (f", {table.path.name}" if table.path and truth else ""), highlight=False)
+                  + (f"; ground truth {table.path}" if table.path and truth else ""), highlight=False)
+    run.finish({"files": ["curves.csv", "summary.json", png.name], "table": shown.export_text()})
+    point_latest(out)
     return {**result, "out": str(out), "png": str(png), "evaluations": table.evaluations,
             "reused": table.evaluations == 0 and truth}

@@ -68,23 +68,45 @@ def write_curves(curves, path: Path) -> None:
 
 
 STYLES = ["-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)), (0, (1, 1))]
+ZERO_GAP = 1e-12  # a hypervolume ratio this close to 1 is the whole front (float rounding)
+
+
+def _bands(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and interquartile range over seeds (rows), per trial."""
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN columns: no feasible design yet in any seed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(v, axis=0), np.nanquantile(v, 0.25, axis=0), np.nanquantile(v, 0.75, axis=0)
+
+
+def gap_floor(gaps: list[np.ndarray], tolerance: float) -> float:
+    """Where a gap of 0 is drawn on the log axis: half a decade below the decade of the smallest positive
+    gap (or of the tolerance), so it sits apart from every real value."""
+    positive = [float(np.nanmin(g[g > ZERO_GAP])) for g in gaps if np.any(g > ZERO_GAP)]
+    if tolerance > 0:
+        positive.append(tolerance)
+    return 10.0 ** (math.floor(math.log10(min(positive, default=0.01))) - 0.5)
 
 
 def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, sign, path: Path) -> None:
-    import warnings
-
+    """Left: the median curve per sampler with its interquartile band (one objective: best so far; several:
+    the gap to the true front, 1 - hypervolume ratio, on a log axis). Right: share of seeds at the optimum."""
     from matplotlib.figure import Figure  # no pyplot: no global state
 
     fig = Figure(figsize=(11, 4.3))
     left, right = fig.subplots(1, 2)
     x = np.arange(1, n_trials + 1)
+    hv = kind != "best"
+    # Several objectives: the gap 1 - ratio, so that samplers close to the front (ratios 0.99 and 0.999)
+    # are a decade apart instead of overlapping near 1.
+    bands = {n: _bands(1.0 - curves[n][0] if hv else curves[n][0]) for n in summary}
+    floor = gap_floor([m for m, _, _ in bands.values()], tolerance) if hv else None  # bands below it: clipped
     worst = []
     for i, n in enumerate(summary):
-        v = curves[n][0]
-        with warnings.catch_warnings():  # all-NaN columns: no feasible design yet in any seed
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(v, axis=0)
-            lo, hi = np.nanquantile(v, 0.25, axis=0), np.nanquantile(v, 0.75, axis=0)
+        med, lo, hi = bands[n]
+        if hv:
+            med, lo, hi = (np.where(b > ZERO_GAP, b, floor) for b in (med, lo, hi))
         # Samplers can coincide (NSGA-II's first generation is random sampling): styles keep each visible.
         style = dict(color=f"C{i}", lw=max(3.2 - 0.6 * i, 1.2), ls=STYLES[i % len(STYLES)])
         left.step(x, med, where="post", label=n, **style)
@@ -95,27 +117,40 @@ def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, toleranc
         if np.any(~np.isnan(tail)):
             worst.append(np.nanmin(sign * tail))
         s = summary[n]
-        right.step(x, 100 * np.mean(at_least(v, at_opt, sign), axis=0), where="post", **style,
+        right.step(x, 100 * np.mean(at_least(curves[n][0], at_opt, sign), axis=0), where="post", **style,
                    label=f"{n}: {s['reached']:.0%} of seeds, median {_fmt(s['to_optimum']['median'], n_trials)} trials")
-    left.axhline(at_opt, color="k", ls="--", lw=1, label="optimum (ground truth)" if truth else "best any run found")
-    if tolerance > 0:
-        left.axhline(at_tol, color="k", ls=":", lw=1, label=f"within tolerance {tolerance:g}")
-    if worst:
-        low = min(min(worst), sign * at_tol)
-        span = (sign * at_opt - low) or 1.0
-        lims = sorted((sign * (low - 0.1 * span), sign * (sign * at_opt + 0.05 * span)))
-        left.set_ylim(*lims)
+    front = "the true front" if truth else "the best front found"
+    if hv:
+        left.set_yscale("log")
+        left.axhline(floor, color="k", ls="--", lw=1, label=f"gap 0: the whole of {front} found")
+        if tolerance > 0:
+            left.axhline(tolerance, color="k", ls=":", lw=1, label=f"within tolerance {tolerance:g}")
+        left.set_ylim(floor / 1.8, 1.6)
+        left.set_ylabel(f"gap to {front}: 1 - hypervolume ratio")
+    else:
+        left.axhline(at_opt, color="k", ls="--", lw=1, label="optimum (ground truth)" if truth else "best any run found")
+        if tolerance > 0:
+            left.axhline(at_tol, color="k", ls=":", lw=1, label=f"within tolerance {tolerance:g}")
+        if worst:
+            low = min(min(worst), sign * at_tol)
+            span = (sign * at_opt - low) or 1.0
+            lims = sorted((sign * (low - 0.1 * span), sign * (sign * at_opt + 0.05 * span)))
+            left.set_ylim(*lims)
+        left.set_ylabel(f"best so far: {label}")
     left.set_xlabel("trial")
-    left.set_ylabel(f"best so far: {label}" if kind == "best" else label)
     left.set_title("median over seeds; band: interquartile range", fontsize=10)
-    left.legend(loc="lower right" if sign > 0 else "upper right", fontsize=8)
+    # Where the curves are not: gaps fall from the top left, best-so-far curves rise from the bottom left.
+    left.legend(loc="lower left" if hv else "upper right" if sign < 0 else "lower right", fontsize=8)
     right.set_xlabel("trial")
     right.set_ylabel("% of seeds at the optimum" if kind == "best" else "% of seeds with the whole front")
     right.set_ylim(-3, 103)
     right.set_title("share of seeds that reached " + ("the optimum" if kind == "best" else "the whole front"),
                     fontsize=10)
     right.legend(loc="upper left", fontsize=8)
-    better = "higher" if kind != "best" or sign > 0 else "lower"
-    fig.suptitle(f"sampler comparison: {'best so far' if kind == 'best' else 'hypervolume'} ({better} is better)")
+    if hv:
+        title = "sampler comparison: hypervolume gap to the front (lower is better; log scale)"
+    else:
+        title = f"sampler comparison: best so far ({'higher' if sign > 0 else 'lower'} is better)"
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -16,9 +16,10 @@ import optuna
 from bitsmith.errors import BitsmithError
 from bitsmith.search.storage.files import LOCK_GRACE_S, open_journal
 from bitsmith.search.storage.journal import StorageError
+from bitsmith.search.storage.limit import StudyFull
 from bitsmith.search.storage.rdb import RDB_SCHEMES, hide_password, open_rdb
 
-__all__ = ["LOCK_GRACE_S", "StorageError", "StorageOptions", "hide_password", "open_storage",
+__all__ = ["LOCK_GRACE_S", "StorageError", "StorageOptions", "StudyFull", "hide_password", "open_storage",
            "resolve_study_name", "study_names"]
 
 
@@ -31,19 +32,24 @@ class StorageOptions:
     timeout: float = 10.0  # seconds to wait for a database storage
 
 
-def open_storage(url: str | None, default_path: Path, timeout: float = 10.0, **rdb_kwargs):
+def open_storage(url: str | None, default_path: Path, timeout: float = 10.0, create: bool = True, **rdb_kwargs):
     """An Optuna storage for ``url`` (None: the journal file at ``default_path``) and its journal backend.
 
     A journal gives ``(JournalStorage, backend)``, the backend having ``sync()``; a
     database URL gives ``(RDBStorage(url, ..., **rdb_kwargs), None)``, connecting
-    within ``timeout`` seconds.
+    within ``timeout`` seconds. ``create=False`` (commands that only read): a journal
+    or SQLite file that does not exist is an error, and nothing is created.
     """
     if url is not None and "://" in url and not url.startswith("journal:"):
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
         if scheme in RDB_SCHEMES:  # before the suffix: sqlite:///dir/x.journal is a database
-            return open_rdb(url, timeout, rdb_kwargs), None
+            return open_rdb(url, timeout, rdb_kwargs, create), None
     elif url is None or url.endswith((".journal", ".log")) or url.startswith("journal:"):
-        return open_journal(Path(url.removeprefix("journal:").removeprefix("//") if url else default_path))
+        path = Path(url.removeprefix("journal:").removeprefix("//") if url else default_path)
+        if not create and not path.is_file():
+            raise BitsmithError(f"no study journal at {path}; give the --storage of a search that ran, or its "
+                                "--project-dir / --project")
+        return open_journal(path)
     raise BitsmithError(f"storage {hide_password(url)!r} is not a storage bitsmith can open; use a journal file path "
                         "(*.journal), sqlite:///FILE.db or postgresql://USER@HOST/DB")
 

@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bitsmith.errors import BitsmithError
 from bitsmith.search import _optuna
 from bitsmith.search._optuna import JournalOperation
+from bitsmith.search.storage.limit import TrialLimit, file_lock
 
 _FINISHED = (TrialState.COMPLETE.value, TrialState.PRUNED.value, TrialState.FAIL.value)
 
@@ -163,7 +164,7 @@ class _Own:
         return self.frozen
 
 
-class Journal(JournalStorage):
+class Journal(TrialLimit, JournalStorage):
     """Optuna's journal storage, with fewer and cheaper writes per trial, and errors that reach the caller.
 
     Per trial, Optuna writes one record per parameter and attribute, each under the
@@ -189,16 +190,20 @@ class Journal(JournalStorage):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def study_lock(self, study_id: int):
+        return file_lock(Path(f"{self._file.path}.trials-lock"))
+
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        if template_trial is not None or not self.creation_attrs:
-            trial_id = super().create_new_trial(study_id, template_trial)
-        else:
-            log = {"study_id": study_id, "datetime_start": datetime.now(tz=timezone.utc).isoformat(
-                timespec="microseconds"), "system_attrs": dict(self.creation_attrs)}
-            with _optuna.thread_lock(self):
-                _optuna.write_log(self, JournalOperation.CREATE_TRIAL, log)
-                _optuna.read_new_records(self)
-                trial_id = self._replay.last_created_trial_id()
+        with self.room(starting=template_trial is None, new=True):
+            if template_trial is not None or not self.creation_attrs:
+                trial_id = super().create_new_trial(study_id, template_trial)
+            else:
+                log = {"study_id": study_id, "datetime_start": datetime.now(tz=timezone.utc).isoformat(
+                    timespec="microseconds"), "system_attrs": dict(self.creation_attrs)}
+                with _optuna.thread_lock(self):
+                    _optuna.write_log(self, JournalOperation.CREATE_TRIAL, log)
+                    _optuna.read_new_records(self)
+                    trial_id = self._replay.last_created_trial_id()
         if template_trial is None:
             with _optuna.thread_lock(self):
                 self._own[trial_id] = _Own(self._replay.get_trial(trial_id))
@@ -275,7 +280,8 @@ class Journal(JournalStorage):
                     final.datetime_complete = now.astimezone().replace(tzinfo=None)  # as Optuna's replay reads it
                     self._write([*own.records, record], trial_id, final)
                     return True
-            owned = super().set_trial_state_values(trial_id, state, values)
+            with self.room(starting=state == TrialState.RUNNING):  # a queued trial taken
+                owned = super().set_trial_state_values(trial_id, state, values)
             if state == TrialState.RUNNING and owned:  # a queued trial this process took
                 with _optuna.thread_lock(self):
                     self._own[trial_id] = _Own(self._replay.get_trial(trial_id))

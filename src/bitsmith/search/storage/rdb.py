@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -11,6 +12,8 @@ from typing import Any
 import optuna
 
 from bitsmith.errors import BitsmithError
+from bitsmith.search._optuna import HookedRDBStorage
+from bitsmith.search.storage.limit import TrialLimit, advisory_lock, file_lock
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 
@@ -30,14 +33,41 @@ def hide_password(url: str | None) -> str | None:
     return re.sub(r"([?&](?:password|pass|pwd)=)[^&#]*", r"\1***", url, flags=re.I)
 
 
-def open_rdb(url: str, timeout: float, rdb_kwargs: dict[str, Any]):
+class RDB(TrialLimit, HookedRDBStorage):
+    """Optuna's database storage, keeping a study's total across processes (``TrialLimit``)."""
+
+    def study_lock(self, study_id: int):
+        url = sqlalchemy_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return file_lock(Path(f"{url.database}.trials-lock"))
+        if url.get_backend_name() == "postgresql":
+            return advisory_lock(self.engine, f"{url.render_as_string(hide_password=True)}:{study_id}")
+        return contextlib.nullcontext()  # other databases: MaxTrialsCallback alone
+
+    def creating(self, template_trial):
+        return self.room(starting=template_trial is None, new=True)
+
+    def set_trial_state_values(self, trial_id: int, state, values=None) -> bool:
+        from optuna.trial import TrialState
+
+        with self.room(starting=state == TrialState.RUNNING):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
+def sqlalchemy_url(url: str):
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.make_url(url)
+
+
+def open_rdb(url: str, timeout: float, rdb_kwargs: dict[str, Any], create: bool = True):
     shown = hide_password(url)
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "postgres":  # SQLAlchemy dropped this alias; hosting services still hand it out
         url = "postgresql" + url[len("postgres"):]
         scheme = "postgresql"
     if scheme == "sqlite":
-        _check_sqlite_dir(url, shown)
+        _check_sqlite_file(url, shown, create)
         connect = {"timeout": timeout}  # seconds to wait for another process's write lock
     elif scheme == "postgresql":
         connect = {"connect_timeout": max(2, math.ceil(timeout))}  # libpq: whole seconds, at least 2
@@ -49,7 +79,7 @@ def open_rdb(url: str, timeout: float, rdb_kwargs: dict[str, Any]):
     for attempt in range(3):
         started = time.monotonic()
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+            return RDB(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
         except ImportError as e:
             raise BitsmithError(f"storage {shown} needs a database driver that is not installed ({e}); for "
                                 "PostgreSQL: pip install 'bitsmith[postgres]'") from None
@@ -92,7 +122,7 @@ def _creation_race(error: Exception, text: str) -> bool:
     return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate key" in text
 
 
-def _check_sqlite_dir(url: str, shown: str) -> None:
+def _check_sqlite_file(url: str, shown: str, create: bool) -> None:
     import sqlalchemy.engine
 
     try:
@@ -101,6 +131,9 @@ def _check_sqlite_dir(url: str, shown: str) -> None:
         return
     if not database or database == ":memory:" or database.startswith("file:"):
         return
+    if not create and not Path(database).expanduser().is_file():
+        raise BitsmithError(f"storage {shown}: the database file {database} does not exist; give the --storage "
+                            "of a search that ran")
     folder = Path(database).expanduser().parent
     if not folder.is_dir():
         raise BitsmithError(f"storage {shown}: the directory {folder} does not exist; create it "
