@@ -12,7 +12,6 @@ save never corrupts an existing file; a failed write is one BitsmithError naming
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import secrets
@@ -27,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from torch import nn
 
 from bitsmith.errors import BitsmithError
+from bitsmith.files import write_error
 
 FORMAT = 1
 PREFIX = "model."
@@ -61,25 +61,8 @@ class _Sink:
         pass
 
 
-# The fix for a failed write, by errno; anything else gets WRITE_FIX.
-WRITE_FIXES = {
-    errno.ENOSPC: "free some space or choose another --project-dir / project_dir",
-    errno.EDQUOT: "free some space or choose another --project-dir / project_dir",
-    errno.EROFS: "make its file system writable or choose another --project-dir / project_dir",
-    errno.EACCES: "make its directory writable or choose another --project-dir / project_dir",
-    errno.EPERM: "make its directory writable or choose another --project-dir / project_dir",
-    errno.EISDIR: "remove that directory or choose another --project-dir / project_dir",
-    errno.ENOTDIR: "a part of its path is a file, not a directory; choose another --project-dir / project_dir",
-    errno.EEXIST: "a part of its path is a file, not a directory; choose another --project-dir / project_dir",
-}
-WRITE_FIX = "check the directory, its permissions and free space, or choose another --project-dir / project_dir"
-
-
 def _write_error(path: Path, e: OSError, existed: bool) -> BitsmithError:
-    fix = WRITE_FIXES.get(e.errno, WRITE_FIX)
-    kept = "; the checkpoint already there is unchanged" if existed else ""
-    return BitsmithError(f"cannot write checkpoint {path}: {e.strerror or e}; {fix}, then run the same command "
-                         f"again{kept}")
+    return write_error(path, e, "checkpoint", existed)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:

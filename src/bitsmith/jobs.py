@@ -299,9 +299,11 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
     A finished run with the same passes, checkpoint and data is reused (``overwrite``: run it again).
     """
     import csv
+    import io
     import json
 
     from bitsmith.checkpoint import save_checkpoint
+    from bitsmith.files import write_atomic
     from bitsmith.graph import trace
     from bitsmith.passes import (
         MASE_ONLY,
@@ -359,16 +361,17 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
         rows = quant_table(graph)
         _print_quant_table(rows, console)
         after = evaluate(graph.gm, p.data.test)
-        with (out / "quantize_summary.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(out / "quantize_summary.csv", table.getvalue(), "table")
         meta = {**checkpoint_meta(settings, p.data), "passes": applied, "test_accuracy": after["accuracy"]}
         ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
         summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],
                    "test_loss": after["loss"], "checkpoint": str(ckpt), "passes": applied,
                    "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"}}
-        (out / "transform.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_atomic(out / "transform.json", json.dumps(summary, indent=2, default=str), "summary")
     run.finish(summary)
     _link_transformed(out.parent)
     console.print(f"test accuracy {before['accuracy']:.4f} before, {after['accuracy']:.4f} after the passes "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bitsmith.errors import BitsmithError
+from bitsmith.files import write_atomic
 
 RUN_FILE = "run.json"
 LATEST = "latest"
@@ -130,12 +131,4 @@ def point_latest(run_dir: Path, link: Path | None = None) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON through a temporary file: a stop half way never leaves a torn record."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise BitsmithError(f"cannot write {path}: {e.strerror or e}; free some space or choose another "
-                            "--project-dir") from None
+    write_atomic(path, json.dumps(data, indent=1, default=str), "run record")

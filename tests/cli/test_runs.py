@@ -149,8 +149,10 @@ def test_checkpoint_remembers_its_data_file(tmp_path, capsys, jsc_files):
                        "--project-dir", str(tmp_path))
     assert code == 0, err
     ckpt = tmp_path / "jsc-tiny_jsc" / "train" / "version_0" / "best.ckpt"
-    code, out, err = cli(capsys, "test", "--load", str(ckpt))  # no --data-path: the checkpoint says where
-    assert code == 0, err
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = cli(capsys, "test", "--load", str(ckpt), "--project-dir", str(tmp_path / "elsewhere"))
+    assert code == 0, err  # no --data-path: the checkpoint says where
+    assert sorted(tmp_path.rglob("*")) == before  # `test` reads; it creates nothing
     lines = data.read_text().splitlines()
     data.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # one row fewer: other contents, same name
     code, out, err = cli(capsys, "test", "--load", str(ckpt))

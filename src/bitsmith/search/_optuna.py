@@ -19,7 +19,7 @@ reason given where it is used:
 * ``BruteForceSampler._populate_tree``: overridden, to skip trials stopped
   before their point was chosen (``samplers.py``);
 * ``optuna._hypervolume.compute_hypervolume``: the hypervolume of a front
-  (``compare.py``);
+  (``compare/measure.py``, ``plots.py``);
 * ``RDBStorage._create_new_trial``: what Optuna's trial cache for database
   storages calls to make a trial, bypassing ``create_new_trial``; overridden so
   that a study's total holds across processes (``storage/limit.py``).

@@ -4,6 +4,7 @@ writes them again from a stored study."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import optuna
 
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
+from bitsmith.files import write_atomic, write_error
 from bitsmith.schema import Notes
 from bitsmith.search.plots import plot_history, plot_pareto
 from bitsmith.search.prepare import default_study_name, prepare_search
@@ -35,7 +37,10 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
     from bitsmith.train import evaluate
 
     settings, cfg, objective, base, out = search.settings, search.cfg, search.objective, search.base, search.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e, "folder") from None
     trials = study.get_trials(deepcopy=False)
     write_trials(trials, out)
     best = best_trials(study, cfg.directions)
@@ -46,21 +51,20 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
         test = evaluate(graph.gm, objective.ctx.data.test, objective.ctx.device)
         tests[t.number] = test
         d = out / "best" / f"trial_{t.number}"
-        d.mkdir(parents=True, exist_ok=True)
         meta = {**checkpoint_meta(settings, objective.ctx.data), "passes": [list(p) for p in passes],
                 "search_trial": t.number}
         ckpt = save_checkpoint(d / "model.ckpt", graph.gm, meta)
         toml = {"model": settings.model, "dataset": settings.dataset, "passes": dict(passes)}
-        (d / "config.toml").write_text(tomli_w.dumps(_none_to_na(toml)))
+        write_atomic(d / "config.toml", tomli_w.dumps(_none_to_na(toml)), "config")
         entries.append({**trial_row(t), "test_metrics": test, "checkpoint": str(ckpt),
                         "config_file": str(d / "config.toml")})
     if not full:
         entries = [trial_row(t) for t in best]
     names = [m.name for m in cfg.metrics] if not cfg.setup.sum_scaled_metrics else ["weighted sum"]
-    (out / "best.json").write_text(json.dumps(
+    write_atomic(out / "best.json", json.dumps(
         {"study": study.study_name, "storage": hide_password(storage) if storage else str(search.journal),
          "directions": cfg.directions,
-         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str))
+         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str), "table")
     plots = []
     if full and any(t.state.name == "COMPLETE" for t in trials):
         plot_history(trials, cfg.directions, names, out / "history.png")
@@ -104,7 +108,7 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def write_trials(trials: list[optuna.trial.FrozenTrial], out: Path) -> None:
     rows = [trial_row(t) for t in trials]
-    (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
+    write_atomic(out / "trials.json", json.dumps(rows, indent=1, default=str), "table")
     flat = []
     for r in rows:
         row = {k: r[k] for k in ("number", "state", "duration_s", "feasible", "pruned_reason")}
@@ -116,10 +120,11 @@ def write_trials(trials: list[optuna.trial.FrozenTrial], out: Path) -> None:
             row |= {f"{prefix}.{k}": v for k, v in (r[group] or {}).items()}
         flat.append(row)
     fields = list(dict.fromkeys(k for row in flat for k in row))
-    with (out / "trials.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(flat)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(flat)
+    write_atomic(out / "trials.csv", text.getvalue(), "table")
 
 
 def write_report(settings: Settings, options: StorageOptions, console=None) -> dict[str, Any]:

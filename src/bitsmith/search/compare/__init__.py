@@ -23,6 +23,7 @@ from rich.console import Console
 
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError, unknown_name
+from bitsmith.files import write_atomic
 from bitsmith.runs import finished, point_latest, start
 from bitsmith.search.compare.measure import Measure, losses, summarise
 from bitsmith.search.compare.output import json_safe, plot, print_table, write_curves
@@ -240,7 +241,7 @@ def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, s
               "reference": (None if kind == "best" else
                             {"ideal": measure.ideal.tolist(), "range": measure.range.tolist(),
                              "point": measure.ref.tolist(), "true_front": len(measure.front)})}
-    (out / "summary.json").write_text(json.dumps(json_safe(result), indent=1, default=str))
+    write_atomic(out / "summary.json", json.dumps(json_safe(result), indent=1, default=str), "summary")
     print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
     # Kept in run.json, to be shown again when the run is reused.
     shown = Console(file=io.StringIO(), width=console.width, soft_wrap=console.soft_wrap, record=True)

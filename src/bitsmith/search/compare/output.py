@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
+from bitsmith.files import write_atomic
 from bitsmith.search.compare.measure import at_least
 
 
@@ -58,13 +60,14 @@ def print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, to
 
 
 def write_curves(curves, path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sampler", "seed", "trial", "value", "distinct_designs"])
-        for n, (v, d) in curves.items():
-            for s in range(v.shape[0]):
-                for i in range(v.shape[1]):
-                    w.writerow([n, s, i + 1, "" if np.isnan(v[s, i]) else repr(float(v[s, i])), int(d[s, i])])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["sampler", "seed", "trial", "value", "distinct_designs"])
+    for n, (v, d) in curves.items():
+        for s in range(v.shape[0]):
+            for i in range(v.shape[1]):
+                w.writerow([n, s, i + 1, "" if np.isnan(v[s, i]) else repr(float(v[s, i])), int(d[s, i])])
+    write_atomic(path, text.getvalue(), "table")
 
 
 STYLES = ["-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)), (0, (1, 1))]

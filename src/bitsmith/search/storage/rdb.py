@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from bitsmith.errors import BitsmithError
 from bitsmith.search._optuna import HookedRDBStorage
 from bitsmith.search.storage.limit import TrialLimit, advisory_lock, file_lock
