@@ -7,17 +7,18 @@ import signal
 
 
 class Signals:
-    """SIGINT and SIGTERM during a search. Inside a trial they stop it at once (Optuna marks the trial
-    failed); inside Optuna's own bookkeeping (writing a trial's state) an interrupt would leave the
-    trial half-recorded, so the stop waits for the next safe point: the end of that step, or the start
-    of the next trial."""
+    """SIGINT and SIGTERM during a search. While a trial computes (builds and measures its design: nearly all
+    of its time) they stop it at once, and Optuna marks the trial failed. Anywhere else, in a storage call
+    above all, an interrupt could leave the journal's lock held, a record half written, or a trial
+    half-recorded (Optuna's lock release, for one, then fails with "No such file or directory"), so the
+    stop waits for the next safe point: the start of the computation, or the end of the trial."""
 
     def __init__(self):
         self.objective = None  # set once the search's objective exists
         self.pending = False
 
     def __call__(self, signum, frame):
-        if self.objective is None or self.objective.in_trial:
+        if self.objective is None or self.objective.computing:
             raise KeyboardInterrupt
         self.pending = True
 

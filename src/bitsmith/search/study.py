@@ -40,7 +40,9 @@ class Objective:
         self.started: list[int] = []  # trial ids this process ran, to fail them cleanly on Ctrl-C
         self.params = self.space.params
         self.queued = False  # every point of the space waits in the study (exhaustive samplers; studies.open_study)
-        self.in_trial = False  # a stop signal may interrupt at once only while this is true (signals.Signals)
+        # A stop signal may interrupt at once only while this is true (signals.Signals): never inside a storage
+        # call, where an interrupt could leave a lock held or a record half written.
+        self.computing = False
         self.on_start = None  # called first in every trial (signals.Signals.check)
 
     def measure(self, graph: Graph) -> tuple[Graph, dict[str, float], dict[str, float]]:
@@ -61,13 +63,9 @@ class Objective:
                     for m, v in zip(self.cfg.metrics, scaled.values()))]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        self.in_trial = True
-        try:
-            if self.on_start is not None:
-                self.on_start()
-            return self._trial(trial)
-        finally:
-            self.in_trial = False
+        if self.on_start is not None:
+            self.on_start()
+        return self._trial(trial)
 
     def _trial(self, trial: optuna.Trial) -> list[float]:
         trial_id = _optuna.trial_id(trial)
@@ -83,12 +81,18 @@ class Objective:
         flush(trial_id)
         chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
         flush(trial_id)  # the point is on disk before it is measured: other workers and a resume see it
+        self.computing = True  # a stop signal lands here at once; during storage calls it waits (signals.py)
         try:  # settings that cannot be combined prune the trial; any other error stops the search
+            if self.on_start is not None:
+                self.on_start()  # a signal that came while the point was written
             graph, passes = build_candidate(self.base, self.space, chosen)
             graph, sw, hw = self.measure(graph)
         except CandidateError as e:
+            self.computing = False
             trial.set_user_attr("pruned_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
+        finally:
+            self.computing = False
         values = {**sw, **hw}
         scaled = self.scale(values)
         violations = [c.violation(values[c.metric]) for c in self.cfg.constraints]
