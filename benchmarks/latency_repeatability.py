@@ -123,7 +123,7 @@ def worker(args) -> None:
     except SystemExit as e:
         if e.code:
             raise
-    (trials,) = Path(args.out).glob("*/search/trials.json")
+    (trials,) = Path(args.out).glob("*/search/latest/trials.json")
     rows = [{"params": r["params"], **r["software_metrics"]} for r in json.loads(trials.read_text())
             if r["state"] == "COMPLETE"]
     stops = {"converged": sum(t.converged for t in timings), "measurements": len(timings),

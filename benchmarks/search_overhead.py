@@ -221,8 +221,10 @@ def setting(config: Path, ckpt: Path, data_path: str, num_samples: int | None, t
     with optuna_quiet():
         summary = run_search(run, None, fresh=True, overrides={"sampler": "random", "n_trials": trials + WARMUP},
                              console=Console(quiet=True))
-    study = optuna.load_study(study_name=summary["study"], storage=open_storage(
-        None, Path(summary["out"]) / "study.journal")[0])
+    journal = Path(summary["out"]) / "study.journal"  # older commits: the study's folder held the journal
+    if not journal.exists():
+        journal = Path(summary["out"]).parent / "study.journal"  # the project's journal, beside the study folder
+    study = optuna.load_study(study_name=summary["study"], storage=open_storage(None, journal)[0])
     starts = sorted(t.datetime_start.timestamp() for t in study.trials)
     search_times = [b - a for a, b in zip(starts, starts[1:])][WARMUP:]
     torch.set_num_threads(default_threads)
