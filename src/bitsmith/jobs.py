@@ -84,17 +84,16 @@ def from_checkpoint(settings: Settings, meta: dict[str, Any]) -> Settings:
     for key in ("model", "dataset"):
         if key not in settings.model_fields_set and meta.get(key):
             update[key] = meta[key]
-    recorded = _data_record(settings, meta).get("path")
-    if recorded and "data_path" not in settings.model_fields_set \
-            and update.get("dataset", settings.dataset) == meta.get("dataset"):
-        if not Path(recorded).is_file():
-            raise BitsmithError(f"checkpoint {settings.load_name} was made from the data file {recorded}, which is "
-                                "not there any more; give its new place with --data-path")
-        update["data_path"] = recorded
-    label = _data_record(settings, meta).get("label_column")
-    if label and "label_column" not in settings.model_fields_set \
-            and update.get("dataset", settings.dataset) == meta.get("dataset"):
-        update["label_column"] = label
+    data = _data_record(settings, meta)
+    if update.get("dataset", settings.dataset) == meta.get("dataset"):  # the data the checkpoint was made from
+        recorded = data.get("path")
+        if recorded and "data_path" not in settings.model_fields_set:
+            if not Path(recorded).is_file():
+                raise BitsmithError(f"checkpoint {settings.load_name} was made from the data file {recorded}, which "
+                                    "is not there any more; give its new place with --data-path")
+            update["data_path"] = recorded
+        if data.get("label_column") and "label_column" not in settings.model_fields_set:
+            update["label_column"] = data["label_column"]
     name = update.get("model")
     if name is not None and name not in MODELS:
         raise BitsmithError(f"checkpoint {settings.load_name} names model {name!r}, which is not a registered model; "
@@ -224,8 +223,7 @@ def train(settings: Settings, console: Console | None = None, overwrite: bool = 
     console.print(settings.summary(), highlight=False)
     run = start(settings.output_dir / "train", run_inputs("train", settings, p), overwrite)
     if run.reused:
-        summary = finished_summary(run.dir)
-        run.finish(summary)
+        summary = run.reuse()
         _link_checkpoints(settings.output_dir)
         console.print(f"reusing {run.dir}: a finished run with the same settings, data and starting checkpoint "
                       f"(test accuracy {summary.get('test_accuracy', float('nan')):.4f}); pass --overwrite to "
@@ -261,12 +259,6 @@ def train(settings: Settings, console: Console | None = None, overwrite: bool = 
         f"checkpoints: {result.best_path} (best by validation loss), {result.last_path}; "
         f"{settings.output_dir / 'checkpoints'} -> the latest run", highlight=False)
     return {**summary, "reused": False, "run": str(run.dir)}
-
-
-def finished_summary(run_dir) -> dict[str, Any]:
-    from bitsmith.runs import finished
-
-    return (finished(run_dir) or {}).get("summary", {})
 
 
 def _passes_meta(meta: dict) -> dict:
@@ -338,8 +330,7 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
                 overwrite)
     out = run.dir
     if run.reused:
-        summary = finished_summary(run.dir)
-        run.finish(summary)
+        summary = run.reuse()
         _link_transformed(run.dir.parent)
         console.print(f"reusing {run.dir}: a finished run with the same passes, checkpoint and data (test accuracy "
                       f"{summary.get('test_accuracy_before', float('nan')):.4f} before, "

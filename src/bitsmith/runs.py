@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,8 @@ class Run:
     dir: Path
     inputs: dict[str, Any]
     reused: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)  # a reused run's, as it finished
     made: tuple[Path, ...] = ()  # folders this run created, the run's own last: removed again if it fails empty
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
 
     def __enter__(self) -> Run:
         return self
@@ -63,6 +60,11 @@ class Run:
         """Mark the run finished (its inputs and summary) and point ``latest`` at it."""
         _write_json(self.dir / RUN_FILE, {"status": "finished", "inputs": self.inputs, "summary": summary or {}})
         point_latest(self.dir)
+
+    def reuse(self) -> dict[str, Any]:
+        """Point ``latest`` at this finished run; its summary."""
+        point_latest(self.dir)
+        return self.summary
 
 
 def versions(parent: Path) -> list[Path]:
@@ -92,7 +94,7 @@ def start(parent: Path, inputs: dict[str, Any], overwrite: bool = False) -> Run:
             if overwrite:
                 _write_json(run_dir / RUN_FILE, {"status": "running", "inputs": inputs})
                 return Run(run_dir, inputs)
-            return Run(run_dir, inputs, reused=True)
+            return Run(run_dir, inputs, reused=True, summary=record.get("summary") or {})
     made = [p for p in (parent, *parent.parents) if not p.exists()][::-1]
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from bitsmith.schema import Notes
 from bitsmith.search.plots import plot_history, plot_pareto
 from bitsmith.search.prepare import default_study_name, prepare_search
 from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name, study_names
-from bitsmith.search.studies import open_study, optuna_quiet, study_settings
+from bitsmith.search.studies import objective_names, open_study, optuna_quiet, study_settings
 from bitsmith.search.study import best_trials, build_candidate, is_feasible
 from bitsmith.search.table import print_best
 
@@ -60,7 +60,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
                         "config_file": str(d / "config.toml")})
     if not full:
         entries = [trial_row(t) for t in best]
-    names = [m.name for m in cfg.metrics] if not cfg.setup.sum_scaled_metrics else ["weighted sum"]
+    names = objective_names(cfg)
     write_atomic(out / "best.json", json.dumps(
         {"study": study.study_name, "storage": hide_password(storage) if storage else str(search.journal),
          "directions": cfg.directions,

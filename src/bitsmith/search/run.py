@@ -24,7 +24,7 @@ from bitsmith.search.recovery import fail_unfinished, recover
 from bitsmith.search.report import write_outputs
 from bitsmith.search.signals import stop_on_signals
 from bitsmith.search.storage import StorageOptions
-from bitsmith.search.studies import open_study, optuna_quiet, run_trials, trial_callbacks
+from bitsmith.search.studies import objective_names, open_study, optuna_quiet, run_trials, trial_callbacks
 from bitsmith.search.study import is_feasible
 from bitsmith.search.threads import search_threads
 
@@ -98,7 +98,7 @@ def _run(settings, options, fresh, overrides, console, n_workers, signals) -> di
     if done_before:
         console.print(f"resuming study {study.study_name!r}: {done_before} trials done, {remaining} to go",
                       highlight=False)
-    label = "weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name
+    label = objective_names(cfg)[0]
     progress = Progress(console, remaining, cfg.directions, backend, label, done_before, shared=n_workers > 1)
     threads = search_threads(cfg, len(search.objective.ctx.data.val), n_workers)
     old_threads = torch.get_num_threads()

@@ -46,9 +46,11 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
                                       **({} if is_journal(options.url) else rdb))
     if backend is not None:  # a journal: each new trial names its process in its first record
         store.creation_attrs = {WORKER_ATTR: WORKER}
-    base_name = options.study_name or setup.study_name or default_study_name(search.settings)
+    named = options.study_name or setup.study_name
+    base_name = named or default_study_name(search.settings)
     name, exists = resolve_study_name(store, base_name, fresh and create)
-    _note_older_default(store, search, base_name, exists or not create or bool(options.study_name or setup.study_name))
+    if create and not exists and not named:
+        _note_older_default(store, search.settings.project_name, base_name)
     search.out = search.root / name
     sampler = make_sampler(setup.sampler, search.cfg.seed + seed_offset, search.objective.params)
     where = options.url or search.journal
@@ -91,10 +93,10 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
     return study, store, backend
 
 
-def _note_older_default(store, search: Search, base_name: str, named: bool) -> None:
-    """Before studies took their config's name, the default was the project's: say how to go on with one."""
-    older = search.settings.project_name
-    if not named and base_name != older and older in study_names(store):
+def _note_older_default(store, older: str, base_name: str) -> None:
+    """Before studies took their config's name, the default was the project's (``older``): say how to go on
+    with such a study."""
+    if base_name != older and older in study_names(store):
         print(f"note: study {older!r} here was made before studies took their config's name; this starts "
               f"{base_name!r}. To go on with the older one: --study-name {older}", file=sys.stderr)
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError, unknown_name
 from bitsmith.files import write_atomic
-from bitsmith.runs import finished, point_latest, start
+from bitsmith.runs import start
 from bitsmith.search.compare.measure import Measure, losses, summarise
 from bitsmith.search.compare.output import json_safe, plot, print_table, write_curves
 from bitsmith.search.compare.truth import REBUILD_FLAG, Table, run_one, truth_key
@@ -157,9 +157,7 @@ def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwr
     run = start(out, {"command": "compare", "key": key, "samplers": names, "seed": cfg.seed, "seeds": seeds,
                       "trials": n_trials, "tolerance": tolerance}, overwrite or rebuild)
     if run.reused:
-        done = finished(run.dir)["summary"]
-        run.finish(done)
-        point_latest(run.dir)
+        done = run.reuse()
         console.print(done.get("table", ""), end="", markup=False, highlight=False, soft_wrap=True)
         console.print(f"reusing {run.dir}: a finished comparison of the same search, samplers, seeds and trials "
                       f"(its table above; {', '.join(done.get('files', []))}); pass --overwrite to run it again",
@@ -251,6 +249,5 @@ def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, s
                   f"sampling {sampling_s:.1f}s\nwritten to {out}: curves.csv, summary.json, {png.name}"
                   + (f"; ground truth {table.path}" if table.path and truth else ""), highlight=False)
     run.finish({"files": ["curves.csv", "summary.json", png.name], "table": shown.export_text()})
-    point_latest(out)
     return {**result, "out": str(out), "png": str(png), "evaluations": table.evaluations,
             "reused": table.evaluations == 0 and truth}
