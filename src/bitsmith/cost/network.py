@@ -32,7 +32,7 @@ from torch import nn
 from bitsmith.cost import _da4ml
 from bitsmith.cost.cache import Cache, default_dir, digest
 from bitsmith.cost.solver import run_all
-from bitsmith.errors import BitsmithError
+from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.graph import Graph
 from bitsmith.quant import Fixed, float_type, formats, quantize
 
@@ -40,8 +40,9 @@ KERNELS = (nn.Linear, nn.Conv2d)
 EXACT_BITS = 53  # the solver computes in float64: sums wider than this are not exact
 
 
-class NotDefined(BitsmithError):
-    """The design has a layer the metric cannot cost (a float layer): the metric is not defined for it."""
+class NotDefined(CandidateError):
+    """The design has a layer the metric cannot cost (a float layer): the metric is not defined for it, and
+    a search prunes the candidate with this reason."""
 
 
 @dataclass(frozen=True)

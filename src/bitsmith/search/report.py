@@ -14,6 +14,7 @@ import optuna
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
 from bitsmith.files import write_atomic, write_error
+from bitsmith.passes.luts import render_luts
 from bitsmith.schema import Notes
 from bitsmith.search.plots import plot_history, plot_pareto
 from bitsmith.search.prepare import default_study_name, prepare_search
@@ -45,6 +46,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
     write_trials(trials, out)
     best = best_trials(study, cfg.directions)
     tests, entries = {}, []
+    luts = next((r for r in cfg.runners if r.name == "luts"), None)
     for t in best if full else []:
         graph, passes = build_candidate(base, objective.space, t.params)  # a stored point: it built before
         graph, _, _ = objective.measure(graph)  # re-runs basic_train when configured (seeded: same weights)
@@ -58,6 +60,8 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
         write_atomic(d / "config.toml", tomli_w.dumps(_none_to_na(toml)), "config")
         entries.append({**trial_row(t), "test_metrics": test, "checkpoint": str(ckpt),
                         "config_file": str(d / "config.toml")})
+        if luts is not None:  # solved when the trial ran: read from the cache
+            entries[-1]["luts_layers"] = luts.layers(graph)
     if not full:
         entries = [trial_row(t) for t in best]
     names = objective_names(cfg)
@@ -73,6 +77,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
             plot_pareto(trials, best, cfg.metrics[1].name, cfg.metrics[0].name, out / "pareto.png")
             plots.append(out / "pareto.png")
     print_best(best, tests, console)
+    _print_luts(entries, console)
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "WAITING")}
     queued = f", {states['WAITING']} queued" if states["WAITING"] else ""
     console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
@@ -81,6 +86,21 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
             "states": states}
+
+
+SHOWN = 6  # per-layer LUT tables printed at most; best.json has every design's
+
+
+def _print_luts(entries: list[dict[str, Any]], console) -> None:
+    """Per-layer LUTs of the best designs: all of them, or SHOWN spread over the front by the first objective."""
+    designs = sorted((e for e in entries if e.get("luts_layers")), key=lambda e: e["values"][0])
+    if not designs:
+        return
+    picked = designs if len(designs) <= SHOWN else [
+        designs[round(i * (len(designs) - 1) / (SHOWN - 1))] for i in range(SHOWN)]
+    rows = [{**row, "trial": e["number"]} for e in picked for row in e["luts_layers"]]
+    some = "" if picked is designs else f" ({SHOWN} of {len(designs)}, spread over the front; all in best.json)"
+    render_luts(rows, console, f"Per-layer LUTs of the best designs{some}:")
 
 
 def _none_to_na(value: Any) -> Any:

@@ -19,6 +19,7 @@ from bitsmith.schema import parse
 from bitsmith.search.runners import evaluation as _evaluation  # noqa: F401
 from bitsmith.search.runners import hardware as _hardware  # noqa: F401
 from bitsmith.search.runners import latency as _latency  # noqa: F401
+from bitsmith.search.runners import luts as _luts  # noqa: F401
 from bitsmith.search.runners import training as _training  # noqa: F401
 from bitsmith.search.runners.base import RUNNERS, TABLE, Context, NoSettings, Runner, register_runner  # noqa: F401
 
