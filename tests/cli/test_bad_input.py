@@ -64,6 +64,7 @@ average_bitwidth.direction = "minimize"
 """
 
 METRICS = SEARCH[SEARCH.index("[search.strategy.metrics]"):]
+LUTS = "compare_to = 32\n\n[search.strategy.hw_runner.luts]\n"  # the luts runner, after average_bitwidth
 
 QUANTIZE = """\
 model = "digits-mlp"
@@ -469,6 +470,18 @@ CASES: list[Case] = [
          match=r"(sampler = 'annealing' in the command line|--sampler annealing\b).*expected a sampler name"),
     Case("search-timeout-0", SEARCH_CMD, toml=setup_with("timeout = 0"),
          match=r"\[search\.strategy\.setup\] timeout = 0 in .*: expected a value > 0"),
+    # --- [search.strategy.hw_runner.luts] -------------------------------------------------------------------------
+    Case("search-luts-timeout-0", SEARCH_CMD, toml=search_with("compare_to = 32\n", LUTS + "timeout_s = 0\n"),
+         match=r"\[search\.strategy\.hw_runner\.luts\] timeout_s = 0 in .*: expected a value > 0"),
+    Case("search-luts-hard-dc-text", SEARCH_CMD, toml=search_with("compare_to = 32\n", LUTS + 'hard_dc = "two"\n'),
+         match=r"\[search\.strategy\.hw_runner\.luts\] hard_dc = 'two' in .*: expected an integer"),
+    Case("search-luts-unknown-key", SEARCH_CMD, toml=search_with("compare_to = 32\n", LUTS + "adder_size = 2\n"),
+         match=r"unknown key 'adder_size' in \[search\.strategy\.hw_runner\.luts\].*allowed keys: hard_dc"),
+    # The cap stops the search (a design that cannot be costed in time is the user's to fix, not to prune).
+    Case("search-luts-time-cap", SEARCH_CMD,
+         toml=search_with("compare_to = 32\n", LUTS + "timeout_s = 0.0001\ncache = false\n"),
+         match=r"layer 'seq_blocks_0': the solver did not finish within 0\.0001 s; raise timeout_s in its table",
+         writes_outputs=True),
     Case("search-n_jobs-0", SEARCH_CMD, toml=setup_with("n_jobs = 0"),
          match=r"\[search\.strategy\.setup\] n_jobs = 0 in .*: expected a value >= 1"),
     Case("search-num_threads-0", SEARCH_CMD, toml=setup_with("num_threads = 0"),

@@ -99,3 +99,48 @@ def solve_requant(kif: np.ndarray, to: tuple[int, int, int], relu: bool) -> dict
 def logic_outputs(logic, x: np.ndarray) -> np.ndarray:
     """Run ``x`` (rows of input values on their grids) through the logic, bit-exactly (da4ml's own model)."""
     return np.asarray(logic.predict(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+
+
+# --- RTL (export/verilog.py) ---
+
+STATIC_MODULES = ("shift_adder", "negative", "mux", "multiplier", "binop", "lookup_table")
+# da4ml's negative.v names a lint code (WIDTHTRUNC) that Verilator before 5.008 rejects as an error.
+_LINT_FIXES = (("lint_off WIDTHTRUNC", "lint_off WIDTH"), ("lint_on WIDTHTRUNC", "lint_on WIDTH"))
+
+
+def logic_ports(logic) -> dict[str, list]:
+    """The packed port layout of ``logic``'s Verilog: per input [k, i, f]; per output [k, i, f, min, max].
+
+    Each value takes ``k + i + f`` bits (da4ml's minimal format of its interval; 0 bits: the constant 0), values
+    packed from bit 0 up in order; ``min``/``max`` are the output's exact bounds.
+    """
+    from da4ml.types import minimal_kif
+
+    ins = [[int(v) for v in minimal_kif(q)] for q in logic.inp_qint]
+    outs = [[*(int(v) for v in minimal_kif(q)), float(q.min), float(q.max)] for q in logic.out_qint]
+    return {"inputs": ins, "outputs": outs}
+
+
+def logic_verilog(logic, module: str) -> tuple[str, list[str]]:
+    """The combinational Verilog module ``module`` of ``logic`` (da4ml's generator), and the names of da4ml's
+    library modules it instantiates (``library_verilog`` gives their sources)."""
+    from da4ml.codegen.rtl.verilog import comb_logic_gen
+
+    if logic.lookup_tables:
+        raise BitsmithError(f"da4ml's solution for {module} uses lookup tables, which the verilog export does "
+                            "not write; report this with the design")
+    code = comb_logic_gen(logic, module, print_latency=False, timescale="`timescale 1ns/1ps")
+    used = [m for m in STATIC_MODULES if f" {m} #(" in code]
+    return code, used
+
+
+def library_verilog(name: str) -> str:
+    """The source of da4ml's library module ``name`` (lint pragmas made readable by Verilator 5.006)."""
+    from pathlib import Path
+
+    from da4ml.codegen import rtl
+
+    text = (Path(rtl.__file__).parent / "verilog" / "source" / f"{name}.v").read_text()
+    for old, new in _LINT_FIXES:
+        text = text.replace(old, new)
+    return text

@@ -2,8 +2,8 @@
 
 A problem's digest covers everything the result depends on: the integer weight matrix and its scale, the
 bias, the input intervals, the solver options, and the solver's name and version. Search trials, compare
-and every worker process on a machine share one directory (``BITSMITH_CACHE_DIR``, else the user cache
-directory). Entries are written through a temporary file and a rename, so concurrent writers and kills
+and every worker process on a machine share one directory (``da`` in ``$BITSMITH_CACHE``, else in the user cache
+directory, as the data cache). Entries are written through a temporary file and a rename, so concurrent writers and kills
 leave whole files; an unreadable entry is a miss and is solved (and written) again.
 """
 
@@ -20,11 +20,11 @@ import numpy as np
 from bitsmith.errors import BitsmithError
 from bitsmith.files import write_atomic
 
-ENV = "BITSMITH_CACHE_DIR"
+ENV = "BITSMITH_CACHE"  # the data sets' cache too
 
 
 def default_dir() -> Path:
-    """``$BITSMITH_CACHE_DIR/da``, else the platform's user cache directory for bitsmith."""
+    """``$BITSMITH_CACHE/da``, else ``da`` in the platform's user cache directory for bitsmith."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV]) / "da"
     import platformdirs

@@ -55,6 +55,7 @@ class CostSettings:
     timeout_s: float = 60.0  # per layer
     workers: int = 1  # solver processes per bitsmith process
     cache_dir: Path | None = field(default_factory=default_dir)  # None: in memory only
+    cache: bool = True  # False: solve every layer every time
 
     def options(self) -> dict[str, Any]:
         return {"hard_dc": self.hard_dc, "search_all_decompose_dc": self.search_all_decompose_dc}
@@ -224,6 +225,8 @@ _caches: dict[Path | None, Cache] = {}
 
 def cache_for(settings: CostSettings) -> Cache:
     """One cache object per directory per process, so its in-memory layer survives across trials."""
+    if not settings.cache:
+        return Cache(None)
     c = _caches.get(settings.cache_dir)
     if c is None:
         c = _caches[settings.cache_dir] = Cache(settings.cache_dir)

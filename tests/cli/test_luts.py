@@ -1,0 +1,85 @@
+"""The luts metric from the command line: transform's per-layer table, a search scored in LUTs, its report."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import cli
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+TRANSFORM = """\
+model = "digits-mlp"
+dataset = "digits"
+
+[passes.quantize]
+by = "type"
+[passes.quantize.default.config]
+name = "NA"
+[passes.quantize.linear.config]
+name = "integer"
+data_in_width = 6
+weight_width = 4
+bias_width = 8
+[passes.quantize.relu.config]
+name = "integer"
+data_in_width = 6
+
+[passes.luts]
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from bitsmith.cli import main
+
+    out = tmp_path_factory.mktemp("train-luts")
+    with pytest.raises(SystemExit):
+        main(["train", "digits-mlp", "digits", "--max-epochs", "3", "--project-dir", str(out)])
+    return out / "digits-mlp_digits" / "checkpoints" / "best.ckpt"
+
+
+def test_transform_prints_and_records_the_per_layer_luts(tmp_path, capsys, ckpt):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TRANSFORM)
+    code, out, err = cli(capsys, "transform", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(tmp_path))
+    assert code == 0, err
+    assert "LUTs from the weights (da4ml)" in out
+    table = out[out.index("LUTs from the weights"):]
+    assert all(f"seq_blocks_{i} " in table for i in (0, 2, 4)) and "s<4,2>" in table and "u<5,2>" in table
+    assert max(len(line) for line in table.splitlines()[:8]) <= 80
+    info = json.loads((tmp_path / "digits-mlp_digits" / "transform" / "latest" / "transform.json").read_text())
+    luts = info["pass_info"]["luts"]
+    assert [r["layer"] for r in luts["layers"]] == ["seq_blocks_0", "seq_blocks_2", "seq_blocks_4"]
+    assert luts["luts"] == sum(r["luts"] for r in luts["layers"]) > 0
+    assert f"luts={luts['luts']:,.0f} adder_depth={luts['adder_depth']:g}" in out
+
+
+def test_transform_of_a_design_with_a_float_layer_warns_and_goes_on(tmp_path, capsys, ckpt):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TRANSFORM.replace('[passes.quantize.linear.config]\nname = "integer"',
+                                     '[passes.quantize.linear.config]\nname = "NA"'))
+    code, out, err = cli(capsys, "transform", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(tmp_path))
+    assert code == 0, err
+    assert "warning: no LUT figures: layer 'seq_blocks_0' is not quantized" in err
+    assert "LUTs from the weights" not in out
+
+
+def test_a_search_scored_in_luts_and_its_report(tmp_path, capsys, ckpt):
+    text = (CONFIGS / "search_digits_luts.toml").read_text().replace("n_trials = 300", "n_trials = 12")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(text)
+    args = ["--config", str(cfg), "--load", str(ckpt), "--project-dir", str(tmp_path)]
+    code, out, err = cli(capsys, "search", *args)
+    assert code == 0, err
+    assert "Per-layer LUTs of the best designs" in out
+    study = next((tmp_path / "digits-mlp_digits" / "search").glob("*-s"))
+    best = json.loads((study / "best.json").read_text())
+    for entry in best["best"]:
+        hw = entry["hardware_metrics"]
+        assert hw["luts"] == entry["values"][1] == sum(r["luts"] for r in entry["luts_layers"])
+        assert hw["adder_depth"] > 0 and hw["latency_cycles"] >= 3 and hw["bops"] > 0
+    code, again, err = cli(capsys, "report", *args)
+    assert code == 0, err
+    assert again[again.index("Per-layer LUTs"):] == out[out.index("Per-layer LUTs"):]
