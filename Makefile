@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/latency_repeatability.py
+	$(BIN)/python benchmarks/luts_metric.py
 
 clean:
 	rm -rf $(VENV) bitsmith_output

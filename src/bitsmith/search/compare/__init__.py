@@ -26,9 +26,11 @@ from bitsmith.errors import BitsmithError, unknown_name
 from bitsmith.files import write_atomic
 from bitsmith.runs import start
 from bitsmith.search.compare.measure import Measure, losses, summarise
-from bitsmith.search.compare.output import json_safe, plot, print_table, write_curves
+from bitsmith.search.compare.output import json_safe, plot, print_fronts, print_table, write_curves
 from bitsmith.search.compare.truth import REBUILD_FLAG, Table, run_one, truth_key
+from bitsmith.search.fronts import compare_fronts, designs_from_points
 from bitsmith.search.prepare import prepare_search, space_size
+from bitsmith.search.runners import produced
 from bitsmith.search.samplers import ALIASES, SAMPLERS, public_names
 from bitsmith.search.studies import optuna_quiet
 
@@ -36,6 +38,7 @@ MAX_TRUTH = 4096  # at most this many points are evaluated for the ground truth
 MAX_SEEDS = 1000
 MAX_COMPARE_TRIALS = 100_000
 NOISY_RUNNERS = ("basic_train",)  # results depend on training: evaluated per trial, never looked up
+FRONTS = ("accuracy", "luts", "bops")  # recorded together: the fronts under luts and under bops are compared
 
 
 def parse_samplers(text: str) -> list[str]:
@@ -168,6 +171,26 @@ def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwr
                      progress, t_start)
 
 
+def two_fronts(cfg, table, histories, truth: bool) -> dict[str, Any] | None:
+    """The fronts under luts and under bops, when the search records both and accuracy: over the whole space
+    (ground truth), else over every point this comparison's runs evaluated (a point's first evaluation)."""
+    if not set(FRONTS) <= produced(cfg.runners):
+        return None
+    if truth:
+        rows = table.rows
+    else:
+        rows = {}
+        for hs in histories.values():
+            for h in hs:
+                for point, row in h:
+                    rows.setdefault(point, row)
+    designs = designs_from_points(rows, FRONTS[0], FRONTS[1:])
+    if not designs:
+        return None
+    over = "the whole space" if truth else "points evaluated"
+    return {**compare_fronts(designs, FRONTS[1], FRONTS[2]), "over": over}
+
+
 def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, size, rebuild, console, progress,
           t_start) -> dict[str, Any]:
     """The ground truth, then every sampler over every seed; results into the run's folder."""
@@ -239,11 +262,16 @@ def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, s
               "reference": (None if kind == "best" else
                             {"ideal": measure.ideal.tolist(), "range": measure.range.tolist(),
                              "point": measure.ref.tolist(), "true_front": len(measure.front)})}
+    fronts = two_fronts(cfg, table, histories, truth)
+    if fronts is not None:
+        result["fronts"] = fronts
     write_atomic(out / "summary.json", json.dumps(json_safe(result), indent=1, default=str), "summary")
-    print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
     # Kept in run.json, to be shown again when the run is reused.
     shown = Console(file=io.StringIO(), width=console.width, soft_wrap=console.soft_wrap, record=True)
-    print_table(shown, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
+    for c in (console, shown):
+        print_table(c, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
+        if fronts is not None:
+            print_fronts(c, fronts, truth, sorted(params))
     total = time.perf_counter() - t_start
     console.print(f"time: total {total:.1f}s, evaluating {table.eval_seconds:.1f}s ({table.evaluations} evaluations), "
                   f"sampling {sampling_s:.1f}s\nwritten to {out}: curves.csv, summary.json, {png.name}"

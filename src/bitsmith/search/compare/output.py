@@ -11,6 +11,7 @@ import numpy as np
 
 from bitsmith.files import write_atomic
 from bitsmith.search.compare.measure import at_least
+from bitsmith.search.fronts import report_lines
 
 
 def json_safe(value):
@@ -57,6 +58,18 @@ def print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, to
                        f"{s['front_share']['max']:.0%}]")
         t.add_row(*row)
     console.print(t)
+
+
+def print_fronts(console, fronts, truth: bool, names: list[str]) -> None:
+    """Where the fronts under luts and under bops differ (bitsmith.search.fronts), within 80 columns; a design
+    is its parameters' values, in the order of ``names``."""
+    import textwrap
+
+    where = ("designs: every point of the space" if truth else
+             "designs: every point the runs above evaluated (not the true fronts)")
+    legend = textwrap.wrap("a design is the values of " + ", ".join(names) + f"; {where}", 78,
+                           initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
+    console.print("\n".join(report_lines(fronts) + legend), markup=False, highlight=False, soft_wrap=True)
 
 
 def write_curves(curves, path: Path) -> None:
