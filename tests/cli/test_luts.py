@@ -74,8 +74,10 @@ def test_a_search_scored_in_luts_and_its_report(tmp_path, capsys, ckpt):
     code, out, err = cli(capsys, "search", *args)
     assert code == 0, err
     assert "Per-layer LUTs of the best designs" in out
+    assert "Pareto fronts, accuracy vs luts and vs bops, over the same" in out
     study = next((tmp_path / "digits-mlp_digits" / "search").glob("*-s"))
     best = json.loads((study / "best.json").read_text())
+    assert set(best["fronts"]["front"]) == {"luts", "bops"} and best["fronts"]["designs"] >= len(best["best"])
     for entry in best["best"]:
         hw = entry["hardware_metrics"]
         assert hw["luts"] == entry["values"][1] == sum(r["luts"] for r in entry["luts_layers"])

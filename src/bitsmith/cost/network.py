@@ -19,8 +19,11 @@ and after every ``adder_levels_per_cycle`` adder levels inside a layer.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,21 +66,62 @@ class CostSettings:
 
 @dataclass(frozen=True)
 class Problem:
-    """One layer's constant matrix-vector product, ready for the solver."""
+    """One layer's constant matrix-vector product; its arrays are built only when needed (a cache miss)."""
 
     name: str
     kind: str  # linear, conv2d
-    kernel: np.ndarray  # (n_in, n_out) float64, on the weight grid
-    bias: np.ndarray | None
-    kif: np.ndarray  # (n_in, 3): sign bit, integer bits, fraction bits of each input
+    module: nn.Module
     input_fmt: Fixed  # the effective input format (unsigned after a ReLU)
     weight_fmt: Fixed
+    bias_fmt: Fixed | None
     producer: Fixed | None  # the format the input arrives in, when known
     relu_after: Fixed | None  # the ReLU's input format, when a quantized ReLU reads the outputs
     consumer: Fixed | None  # else the next layer's input format, when it reads the outputs directly
 
+    @functools.cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The kernel (n_in, n_out) and bias, float64 on their grids (rounded as bitsmith computes)."""
+        m = self.module
+        with torch.no_grad():
+            w = quantize(m.weight.detach().double(), self.weight_fmt)
+            b = None if m.bias is None else quantize(m.bias.detach().double(), self.bias_fmt)
+        kernel = w.reshape(w.shape[0], -1).T.contiguous().numpy() + 0.0  # + 0.0: no -0.0 in the digest
+        return kernel, None if b is None else b.numpy() + 0.0
+
+    @property
+    def kernel(self) -> np.ndarray:
+        return self.arrays[0]
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self.arrays[1]
+
+    @property
+    def n_in(self) -> int:
+        return self.module.weight[0].numel()
+
+    @property
+    def kif(self) -> np.ndarray:
+        return np.tile(np.asarray(kif_of(self.input_fmt), dtype=np.int64), (self.n_in, 1))
+
     def key(self, options: dict[str, Any]) -> str:
-        return digest("cmvm", _da4ml.NAME, _da4ml.version(), self.kernel, self.bias, self.kif, options)
+        """The digest of what the solver's answer depends on; remembered per live weight tensor and version, so
+        a trial that reuses the base model's weights does not round and hash them again."""
+        w, b = self.module.weight, self.module.bias
+        memo = (id(w), self.weight_fmt, self.bias_fmt, self.input_fmt, json.dumps(options, sort_keys=True))
+        hit = _keys.get(memo)
+        if hit is not None and hit[0]() is w and hit[1] == w._version and hit[2] == (
+                None if b is None else (id(b), b._version)):
+            return hit[3]
+        key = digest("cmvm", _da4ml.NAME, _da4ml.version(), self.kernel, self.bias, self.kif, options)
+        if len(_keys) > MEMO:
+            _keys.clear()
+        _keys[memo] = (weakref.ref(w), w._version, None if b is None else (id(b), b._version), key)
+        return key
+
+
+MEMO = 100_000  # remembered layer keys per process, at most
+_keys: dict[tuple, tuple] = {}
 
 
 @dataclass
@@ -187,20 +231,14 @@ def problems(graph: Graph) -> list[Problem]:
         consumer = None
         if after is not None and relu_after is None and _kernel_module(graph, after) is not None:
             consumer = _fmts(graph, after).get("data_in")
-        with torch.no_grad():
-            w = quantize(module.weight.detach().double(), f["weight"])
-            b = None if module.bias is None else quantize(module.bias.detach().double(), f["bias"])
-        kernel = w.reshape(w.shape[0], -1).T.contiguous().numpy() + 0.0  # + 0.0: no -0.0 in the digest
-        bias = None if b is None else b.numpy() + 0.0
-        kif = np.tile(np.asarray(kif_of(fmt), dtype=np.int64), (kernel.shape[0], 1))
-        out.append(Problem(node.name, float_type(module).__name__.lower(), kernel, bias, kif, fmt, f["weight"],
+        out.append(Problem(node.name, float_type(module).__name__.lower(), module, fmt, f["weight"], f.get("bias"),
                            came, relu_after, consumer))
     return out
 
 
 def _check_width(p: Problem) -> None:
     w = p.weight_fmt
-    bound = (2.0 ** sum(kif_of(p.input_fmt)[1:])) * max(abs(w.qmin), w.qmax) * p.kernel.shape[0]
+    bound = (2.0 ** sum(kif_of(p.input_fmt)[1:])) * max(abs(w.qmin), w.qmax) * p.n_in
     bits = math.ceil(math.log2(bound + 1)) + 1 if bound > 0 else 1
     if bits > EXACT_BITS:
         raise BitsmithError(f"layer {p.name!r}: its exact sums need about {bits} bits, and the solver computes "
@@ -233,8 +271,19 @@ def cache_for(settings: CostSettings) -> Cache:
     return c
 
 
+def _design_key(probs: list[Problem], keys: list[str], settings: CostSettings) -> str:
+    """A design's digest: its layers' keys and everything the requantisation and cycles depend on."""
+    return digest("design", keys, [[p.name, p.kind, show(p.input_fmt), show(p.weight_fmt), show(p.producer),
+                                    show(p.relu_after), show(p.consumer)] for p in probs],
+                  settings.adder_levels_per_cycle)
+
+
 def network_cost(graph: Graph, settings: CostSettings | None = None) -> NetworkCost:
-    """Every Linear and Conv2d layer of ``graph`` costed; NotDefined when one is not quantized."""
+    """Every Linear and Conv2d layer of ``graph`` costed; NotDefined when one is not quantized.
+
+    A design seen before is one lookup (its layers' keys are remembered per weight tensor); a new one reads
+    each layer from the cache or solves it in the solver processes.
+    """
     settings = settings or CostSettings()
     _da4ml.require()
     t0 = time.perf_counter()
@@ -243,6 +292,16 @@ def network_cost(graph: Graph, settings: CostSettings | None = None) -> NetworkC
         _check_width(p)
     cache, options = cache_for(settings), settings.options()
     keys = [p.key(options) for p in probs]
+    design = _design_key(probs, keys, settings)
+    hit = cache.get(design)
+    try:
+        if hit is not None and len(hit["layers"]) == len(probs):
+            layers = [LayerCost(p.name, p.kind, tuple(r["shape"]), p.input_fmt, p.weight_fmt, float(r["nonzero"]),
+                                float(r["kernel"]), float(r["requant"]), float(r["depth"]), int(r["cycles"]), True)
+                      for p, r in zip(probs, hit["layers"])]
+            return NetworkCost(layers, time.perf_counter() - t0, 0)
+    except (KeyError, TypeError, ValueError):
+        pass  # an entry of another layout: cost the design again
     results: list[dict[str, Any] | None] = [cache.get(k) for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
     solved = run_all("solve_cmvm", [(f"layer {probs[i].name!r}", (probs[i].kernel, probs[i].kif, probs[i].bias,
@@ -252,10 +311,10 @@ def network_cost(graph: Graph, settings: CostSettings | None = None) -> NetworkC
         cache.put(keys[i], r)
         results[i] = r
     layers = []
-    for p, r, i in zip(probs, results, range(len(probs))):
+    for i, (p, r) in enumerate(zip(probs, results)):
         requant, depth = 0.0, float(r["depth"])
         if p.producer is not None:  # rounding a ReLU's values into this layer's input format
-            c, d = _requant(cache, np.tile(kif_of(p.producer), (p.kernel.shape[0], 1)), p.input_fmt, False)
+            c, d = _requant(cache, np.tile(kif_of(p.producer), (p.n_in, 1)), p.input_fmt, False)
             requant, depth = requant + c, depth + d
         to = p.relu_after if p.relu_after is not None else p.consumer
         if to is not None:  # rounding the exact sums into what reads them
@@ -265,6 +324,8 @@ def network_cost(graph: Graph, settings: CostSettings | None = None) -> NetworkC
         cycles = max(1, math.ceil(depth / settings.adder_levels_per_cycle))
         layers.append(LayerCost(p.name, p.kind, p.kernel.shape, p.input_fmt, p.weight_fmt, nz, float(r["cost"]),
                                 requant, depth, cycles, i not in todo))
+    cache.put(design, {"layers": [{"shape": list(c.shape), "nonzero": c.nonzero, "kernel": c.kernel,
+                                   "requant": c.requant, "depth": c.depth, "cycles": c.cycles} for c in layers]})
     return NetworkCost(layers, time.perf_counter() - t0, len(todo))
 
 

@@ -16,8 +16,10 @@ from bitsmith.errors import BitsmithError
 from bitsmith.files import write_atomic, write_error
 from bitsmith.passes.luts import render_luts
 from bitsmith.schema import Notes
+from bitsmith.search.fronts import compare_fronts, designs_from_trials, report_lines
 from bitsmith.search.plots import plot_history, plot_pareto
 from bitsmith.search.prepare import default_study_name, prepare_search
+from bitsmith.search.runners import produced
 from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name, study_names
 from bitsmith.search.studies import objective_names, open_study, optuna_quiet, study_settings
 from bitsmith.search.study import best_trials, build_candidate, is_feasible
@@ -65,10 +67,12 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
     if not full:
         entries = [trial_row(t) for t in best]
     names = objective_names(cfg)
+    fronts = _fronts(trials, cfg)
     write_atomic(out / "best.json", json.dumps(
         {"study": study.study_name, "storage": hide_password(storage) if storage else str(search.journal),
          "directions": cfg.directions,
-         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries}, indent=1, default=str), "table")
+         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries,
+         **({"fronts": fronts} if fronts else {})}, indent=1, default=str), "table")
     plots = []
     if full and any(t.state.name == "COMPLETE" for t in trials):
         plot_history(trials, cfg.directions, names, out / "history.png")
@@ -78,6 +82,9 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
             plots.append(out / "pareto.png")
     print_best(best, tests, console)
     _print_luts(entries, console)
+    if fronts:
+        for line in report_lines(fronts):
+            console.print(line, highlight=False, markup=False)
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "WAITING")}
     queued = f", {states['WAITING']} queued" if states["WAITING"] else ""
     console.print(f"{len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
@@ -86,6 +93,14 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
             "states": states}
+
+
+def _fronts(trials, cfg) -> dict[str, Any] | None:
+    """Where the fronts under luts and under bops differ, when the study records accuracy, luts and bops."""
+    if not {"accuracy", "luts", "bops"} <= produced(cfg.runners):
+        return None
+    designs = designs_from_trials([trial_row(t) for t in trials if t.state.name == "COMPLETE"])
+    return compare_fronts(designs, "luts", "bops") if designs else None
 
 
 SHOWN = 6  # per-layer LUT tables printed at most; best.json has every design's
