@@ -1,4 +1,9 @@
-"""hls4ml export: the C++ emulation reproduces bitsmith bit for bit (four g++ compiles in all, ~12 s each)."""
+"""hls4ml export: the C++ emulation reproduces bitsmith bit for bit, with either strategy.
+
+g++ compiles, measured on 2 cores: four latency projects (~8-12 s each) and one distributed-arithmetic project
+(~15 s) in the fast suite; the slow tests add two DA projects (~45 s and ~25 s), one latency project and an
+exhaustive check of ap_fixed's modes (~18 s), ~110 s in all.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from bitsmith.cost import _da4ml
 from bitsmith.errors import BitsmithError
 from bitsmith.export.plan import compare, plan_of, reference
 from bitsmith.passes.quantize import quantize_pass
+from bitsmith.quant import Fixed
 from tests.helpers import graph_of, integer
 
 pytest.importorskip("hls4ml")
@@ -23,6 +30,8 @@ import yaml  # noqa: E402 - hls4ml's dependency
 from bitsmith.export import hls4ml as hx  # noqa: E402
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="hls4ml's C++ emulation needs g++")
+needs_da = pytest.mark.skipif(_da4ml.version() is None, reason="the distributed_arithmetic strategy needs da4ml")
+DA = "distributed_arithmetic"
 
 
 def _fmt(w, f, bw=None, bf=None, xw=None, xf=None):
@@ -73,6 +82,10 @@ def test_mixed_formats_bit_exact_on_ties(mixed, exported):
     assert set(cmp.per_step) == {s.name for s in plan.steps}  # hls4ml traced every step
     assert all(d == 0.0 and rows == 0 for d, rows in cmp.per_step.values()), cmp.per_step
     assert set(theirs) == {s.name for s in plan.steps}
+    # The unsigned casts (ap_ufixed<3,2> after seq_blocks_1, ap_ufixed<7,8> after seq_blocks_3) met ties and
+    # the saturation bound: same values as bitsmith's signed formats.
+    relu1, relu3 = ours["seq_blocks_1"], ours["seq_blocks_3"]
+    assert (relu1 > 3.5).any() and (relu1 * 4 % 2 == 1).any() and (relu3 % 2 == 1).any()
 
 
 @needs_gxx
@@ -86,8 +99,15 @@ def test_export_info_file(mixed, exported):
     assert layers["seq_blocks_2"]["precision"]["weight"] == "ap_fixed<6,-2,AP_RND_CONV,AP_SAT>"
     assert layers["seq_blocks_2"]["precision"]["bias"] == "ap_fixed<8,-1,AP_RND_CONV,AP_SAT>"
     assert layers["seq_blocks_1"]["precision"]["result"] == "ap_ufixed<6,4,AP_RND_CONV,AP_SAT>"
-    assert layers["seq_blocks_4_in"]["precision"]["result"] == "ap_fixed<8,9,AP_RND_CONV,AP_SAT>"
+    # Fed by ReLUs: unsigned, one bit fewer (bitsmith's formats are ap_fixed<4,3> and ap_fixed<8,9>).
+    assert layers["seq_blocks_2_in"]["precision"]["result"] == "ap_ufixed<3,2,AP_RND_CONV,AP_SAT>"
+    assert layers["seq_blocks_4_in"]["precision"]["result"] == "ap_ufixed<7,8,AP_RND_CONV,AP_SAT>"
     assert layers["seq_blocks_4_in"]["rounds_input_of"] == "seq_blocks_4"
+    assert layers["seq_blocks_4_in"]["after_relu"] is True
+    assert layers["seq_blocks_4_in"]["format"] == {"width": 8, "frac": -1, "signed": True}
+    assert layers["seq_blocks_4_in"]["written_as"] == {"width": 7, "frac": -1, "signed": False}
+    assert info["strategy"] == "latency" and "da4ml" not in info
+    assert not any("da_kernel_cost" in entry for entry in info["layers"])
     for s in plan.steps:
         if s.kind == "linear":  # exact accumulators: the plan's width, no modes
             bits = s.accumulator_bits()
@@ -166,6 +186,205 @@ def test_jsc_toy_float_batchnorm_stream_vivado(tmp_path):
                               f"the first to differ is {norms[0]})")
 
 
+# The distributed-arithmetic strategy: hls4ml's da_kernel_cost is bitsmith's luts metric, layer by layer.
+
+# digits-mlp on 16 features: 16-64-32-5 at 6 bits, small enough for a DA compile in the fast suite (~20 s). The
+# ReLUs (ap_ufixed<6,2>) feed casts to ap_fixed<6,3>, written ap_ufixed<5,2>: ties (odd multiples of 2^-4)
+# and saturation (3.9375 -> 3.875).
+SMALL = {"by": "type", "linear": integer(6, 3), "relu": integer(6, 4, relu=True)}
+# Per-layer widths with MIXED's edge cases, on 16 features (a DA compile of MIXED itself takes ~100-140 s of g++):
+# seq_blocks_2 reads ap_ufixed<3,2> (its ap_fixed<4,3>, saturating the ReLU's 3.9375) with weights ap_fixed<3,-2>
+# (frac > width); seq_blocks_4 reads ap_ufixed<7,8> (frac -1: ties at odd integers) with weights ap_fixed<4,-1>.
+EDGES = {"by": "name", "seq_blocks_0": integer(6, 3), "seq_blocks_1": integer(6, 4, relu=True),
+         "seq_blocks_2": _fmt(3, 5, bw=6, bf=6, xw=4, xf=1), "seq_blocks_3": integer(8, 3, relu=True),
+         "seq_blocks_4": _fmt(4, 5, bw=8, bf=7, xw=8, xf=-1)}
+JSC8 = {"by": "type", "linear": integer(8), "relu": integer(8, relu=True)}
+DESIGNS = {  # name: (model, in_shape, classes, train_steps, config)
+    "digits-edges": ("digits-mlp", (16,), 5, 0, EDGES),
+    "digits-small": ("digits-mlp", (16,), 5, 0, SMALL),
+    "jsc-three": ("jsc-three-linear-layers", (16,), 5, 2, JSC8),  # BatchNorm, ReLU first: every Linear after a ReLU
+}
+
+
+def design(name):
+    model, shape, classes, steps, cfg = DESIGNS[name]
+    graph, _ = quantize_pass(graph_of(model, shape, classes, train_steps=steps), cfg)
+    return graph, plan_of(graph, model)
+
+
+def metric(graph):
+    from bitsmith.cost.network import CostSettings, network_cost
+
+    return {c.name: c.kernel for c in network_cost(graph, CostSettings(cache_dir=None)).layers}
+
+
+@needs_da
+@pytest.mark.parametrize("name", DESIGNS)
+def test_da_kernel_cost_is_the_luts_metric(name, tmp_path, monkeypatch):
+    """No compile: hls4ml's DA pass runs (and stores da_kernel_cost) while converting."""
+    monkeypatch.delenv("DA_HARD_DC", raising=False)  # hls4ml's solver option: its default, the metric's
+    graph, plan = design(name)
+    hls_model = hx.write_hls4ml(plan, tmp_path / "da", strategy=DA)
+    linears = [s.name for s in plan.steps if s.kind == "linear"]
+    stored = {layer.name: layer.get_attr("da_kernel_cost") for layer in hls_model.get_layers()
+              if layer.get_attr("da_kernel_cost") is not None}
+    assert set(stored) == set(linears)  # hls4ml's layer names are the steps'
+    assert all(layer.get_attr("strategy") == DA for layer in hls_model.get_layers() if layer.name in linears)
+    ours = metric(graph)
+    assert stored == ours and hls_model.bitsmith_da_costs == ours  # exactly, every layer
+    assert all(cost > 0 for cost in ours.values())
+    info = json.loads((tmp_path / "da" / hx.INFO_FILE).read_text())
+    assert info["strategy"] == DA and info["da4ml"] == _da4ml.version() and info["da_hard_dc"] == 2
+    assert {e["step"]: e["da_kernel_cost"] for e in info["layers"] if e["kind"] == "linear"} == ours
+    casts = [e for e in info["layers"] if e["kind"] == "cast"]
+    assert casts and all(e["after_relu"] and not e["written_as"]["signed"] for e in casts)
+    firmware = "".join(f.read_text() for f in (tmp_path / "da" / "firmware").rglob("*.h"))
+    assert all(f"dense_da_{hls_model.graph[n].index}" in firmware for n in linears)
+
+
+@needs_da
+def test_da_wrap_keeps_casts_signed(tmp_path):
+    """Under AP_WRAP the casts stay signed (an overflow wraps differently unsigned): hls4ml then costs a sign
+    bit on the inputs bitsmith's metric knows are >= 0, and only the first layer (no ReLU before it) agrees."""
+    graph, plan = design("digits-small")
+    hls_model = hx.write_hls4ml(plan, tmp_path / "wrap", strategy=DA, saturation="AP_WRAP")
+    info = json.loads((tmp_path / "wrap" / hx.INFO_FILE).read_text())
+    assert all(e["written_as"] == e["format"] for e in info["layers"] if e["kind"] == "cast")
+    ours, theirs = metric(graph), hls_model.bitsmith_da_costs
+    assert theirs["seq_blocks_0"] == ours["seq_blocks_0"]
+    assert theirs["seq_blocks_2"] > ours["seq_blocks_2"] and theirs["seq_blocks_4"] > ours["seq_blocks_4"]
+
+
+def _rows(n_in, frac, seed):
+    """Half the rows ties for an input of ``frac`` fraction bits inside [-4, 4), half beyond it (saturation)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-10, 10, (600, n_in))
+    x[:300] = (2 * rng.integers(-2 ** (frac + 2), 2 ** (frac + 2) - 1, (300, n_in)) + 1) / 2 ** (frac + 1)
+    return x
+
+
+def _split(x):
+    from bitsmith.data._base import Split
+
+    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    return Split(x, torch.zeros(len(x)))
+
+
+def _verify(plan, graph, x, out, hls_model):
+    from rich.console import Console
+
+    from bitsmith.export import verify_export
+
+    printed = io.StringIO()
+    got = verify_export(plan, graph, _split(x), "hls4ml", out, hls_model, Console(file=printed, width=300))
+    return got, printed.getvalue().rstrip().splitlines()[-1]
+
+
+@needs_gxx
+@needs_da
+def test_da_small_design_bit_exact(tmp_path):
+    graph, plan = design("digits-small")
+    x = _rows(16, 3, 3)  # ap_fixed<6,3>'s ties, and saturation
+    hls_model = hx.write_hls4ml(plan, tmp_path / "da", strategy=DA)
+    got, last = _verify(plan, graph, x, tmp_path / "da", hls_model)
+    assert got["bit_exact"] and got["rows"] == 600 and got["max_layer_diff"] == 0.0, got
+    assert set(got["per_layer"]) == {s.name for s in plan.steps}  # hls4ml traced every step, DA kernels too
+    assert last.endswith("(bit-exact)")
+    ours = reference(graph, _split(x).x)
+    # The unsigned casts met ties (both) and their saturation bound (the first: 3.9375 -> 3.875).
+    assert all((ours[relu] * 16 % 2 == 1).any() for relu in ("seq_blocks_1", "seq_blocks_3"))
+    assert (ours["seq_blocks_1"] == 3.9375).any() and (ours["seq_blocks_2"] != 0).any()
+
+
+@pytest.mark.slow
+@needs_gxx
+@needs_da
+def test_da_edge_formats_bit_exact(tmp_path):
+    """frac > width weights, a frac < 0 input, saturating unsigned casts, as DA kernels: ~40 s of g++ on 2 cores."""
+    graph, plan = design("digits-edges")
+    x = _rows(16, 3, 4)
+    hls_model = hx.write_hls4ml(plan, tmp_path / "da", strategy=DA)
+    info = json.loads((tmp_path / "da" / hx.INFO_FILE).read_text())
+    casts = {e["layer"]: e["precision"]["result"] for e in info["layers"] if e["kind"] == "cast"}
+    assert casts == {"seq_blocks_2_in": "ap_ufixed<3,2,AP_RND_CONV,AP_SAT>",
+                     "seq_blocks_4_in": "ap_ufixed<7,8,AP_RND_CONV,AP_SAT>"}
+    got, last = _verify(plan, graph, x, tmp_path / "da", hls_model)
+    assert got["bit_exact"] and got["max_layer_diff"] == 0.0 and last.endswith("(bit-exact)"), got
+    ours = reference(graph, _split(x).x)
+    relu1, relu3 = ours["seq_blocks_1"], ours["seq_blocks_3"]
+    assert (relu1 > 3.5).any() and (relu1 * 4 % 2 == 1).any() and (relu3 % 2 == 1).any()
+
+
+@pytest.mark.slow
+@needs_gxx
+@needs_da
+def test_da_jsc_stream_vivado_same_as_latency(tmp_path):
+    """A float BatchNorm first (not bit-exact against bitsmith), but the two strategies compute the same sums:
+    equal outputs in every layer. DA also on Vivado with io_stream (hls4ml's stream wrapper)."""
+    graph, plan = design("jsc-three")
+    x = (np.random.default_rng(1).standard_normal((1000, 16)) * 2 + 0.5).astype(np.float32)
+    lat = hx.compile_and_run(hx.write_hls4ml(plan, tmp_path / "lat"), x.astype(np.float64))
+    da_model = hx.write_hls4ml(plan, tmp_path / "da", backend="Vivado", io_type="io_stream", strategy=DA)
+    assert da_model.bitsmith_da_costs == metric(graph)
+    da = hx.compile_and_run(da_model, x.astype(np.float64))
+    assert set(da) == set(lat) == {s.name for s in plan.steps}
+    assert all(np.array_equal(da[k], lat[k]) for k in lat)
+    cmp = compare(reference(graph, torch.from_numpy(x)), da, plan.steps[-1].name)
+    assert cmp.agreement >= 0.99 and cmp.per_step[plan.steps[0].name][0] > 0  # the float BatchNorm
+
+
+AP_MODES = r"""
+#include "ap_fixed.h"
+#include <cstdio>
+// Every value of ap_ufixed<16,8> (a ReLU's: 0 .. 255.996 in steps of 2^-8) cast into ap_fixed<W,I> and into
+// ap_ufixed<W-1,I-1>: how many values differ.
+template <int W, int I, ap_q_mode Q, ap_o_mode O> int differ() {
+    int n = 0;
+    for (int k = 0; k < (1 << 16); k++) {
+        ap_ufixed<16, 8> x;
+        x.range() = k;
+        ap_fixed<W, I, Q, O> s = x;
+        ap_ufixed<W - 1, I - 1, Q, O> u = x;
+        n += (double)s != (double)u;
+    }
+    return n;
+}
+#define ROW(Q) printf("%d %d %s %d %d %d %d\n", W, I, #Q, differ<W, I, Q, AP_SAT>(), \
+                      differ<W, I, Q, AP_SAT_ZERO>(), differ<W, I, Q, AP_SAT_SYM>(), differ<W, I, Q, AP_WRAP>());
+template <int W, int I> void all() {
+    ROW(AP_RND_CONV) ROW(AP_TRN) ROW(AP_RND) ROW(AP_RND_ZERO) ROW(AP_RND_MIN_INF) ROW(AP_RND_INF) ROW(AP_TRN_ZERO)
+}
+int main() { all<4, 2>(); all<6, -2>(); all<8, 9>(); return 0; }
+"""
+
+
+@pytest.mark.slow
+@needs_gxx
+def test_unsigned_cast_same_values_in_every_mode_but_wrap(tmp_path):
+    """hls4ml's own ap_fixed, exhaustively: for values >= 0, ap_fixed<W,I> and ap_ufixed<W-1,I-1> agree under
+    every rounding mode and every saturation mode but AP_WRAP (why export keeps a signed cast there)."""
+    import hls4ml
+
+    (tmp_path / "modes.cpp").write_text(AP_MODES)
+    types = f"{hls4ml.__path__[0]}/templates/vivado/ap_types"
+    subprocess.run(["g++", "-O0", "-std=c++14", f"-I{types}", "modes.cpp", "-o", "modes"], cwd=tmp_path,
+                   check=True, timeout=300)
+    rows = [line.split() for line in subprocess.run([str(tmp_path / "modes")], capture_output=True, text=True,
+                                                    check=True, timeout=120).stdout.splitlines()]
+    assert len(rows) == 3 * len(hx.ROUNDING)
+    assert {r[2] for r in rows} == set(hx.ROUNDING)
+    assert all(r[3:6] == ["0", "0", "0"] for r in rows), rows  # AP_SAT, AP_SAT_ZERO, AP_SAT_SYM
+    assert any(int(r[6]) > 0 for r in rows if r[2] == "AP_RND_CONV")  # AP_WRAP: differs
+    for width, frac in ((4, 2), (6, 8), (8, -1), (1, 3)):
+        fmt = Fixed(width, frac)
+        cast = hx.unsigned_cast(fmt, "AP_SAT")
+        if width == 1:  # no ap_ufixed<0>
+            assert cast == fmt
+        else:
+            assert cast == Fixed(width - 1, frac, False) and cast.hi == fmt.hi and cast.lo == 0
+        assert hx.unsigned_cast(fmt, "AP_WRAP") == fmt
+
+
 @pytest.fixture(scope="module")
 def small_plan():
     graph, _ = quantize_pass(graph_of("digits-mlp", (64,), 10),
@@ -178,6 +397,7 @@ def small_plan():
     ({"io_type": "io_serial"}, "io_type 'io_serial'; allowed: io_parallel, io_stream"),
     ({"rounding": "RND"}, "rounding mode 'RND'; allowed: AP_RND_CONV"),
     ({"saturation": "SAT"}, "saturation mode 'SAT'; allowed: AP_SAT"),
+    ({"strategy": "resource"}, "strategy 'resource'; allowed: latency, distributed_arithmetic"),
 ])
 def test_bad_choices(small_plan, tmp_path, kwargs, words):
     with pytest.raises(BitsmithError, match=words) as err:
@@ -209,3 +429,20 @@ def test_missing_compiler(monkeypatch):
     monkeypatch.setattr(hx.shutil, "which", lambda name: None)
     with pytest.raises(BitsmithError, match=r"needs g\+\+ \(apt install g\+\+\)"):
         hx.compile_and_run(object(), np.zeros((1, 64)))
+
+
+def test_da_missing_da4ml(small_plan, tmp_path, monkeypatch):
+    monkeypatch.setattr(_da4ml, "version", lambda: None)
+    with pytest.raises(BitsmithError, match=r"needs da4ml: pip install 'bitsmith\[da\]'") as err:
+        hx.write_hls4ml(small_plan, tmp_path / "p", strategy=DA)
+    assert "\n" not in str(err.value) and not (tmp_path / "p").exists()
+
+
+@needs_da
+def test_da_refuses_float_linear(tmp_path):
+    graph, _ = quantize_pass(graph_of("digits-mlp", (64,), 10), {"by": "name", "seq_blocks_0": integer(8)})
+    plan = plan_of(graph, "digits-mlp")
+    with pytest.raises(BitsmithError, match="seq_blocks_2, seq_blocks_4 are not quantized; quantize every "
+                                            "Linear or use --strategy latency") as err:
+        hx.write_hls4ml(plan, tmp_path / "p", strategy=DA)
+    assert "\n" not in str(err.value) and not (tmp_path / "p").exists()

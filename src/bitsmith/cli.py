@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="Vitis", help="hls4ml backend: Vitis (default) or Vivado")
     p.add_argument("--io-type", dest="io_type", default="io_parallel",
                    help="hls4ml I/O type: io_parallel (default) or io_stream")
+    p.add_argument("--strategy", default="latency",
+                   help="hls4ml: latency (default) or distributed_arithmetic (adder graphs solved by da4ml; "
+                        "needs bitsmith[da]); the project then states each layer's LUT cost")
     p.add_argument("--verify", action="store_true",
                    help="run the test split through the export and through bitsmith and compare them")
     p = sub.add_parser("compare", help="compare samplers on a search's space: ground truth, many seeds, plots")
@@ -194,14 +197,15 @@ def run(argv: list[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from bitsmith.export import check_target, export
 
-    check_target(args.to, args.backend, args.io_type)
+    check_target(args.to, args.backend, args.io_type, strategy=args.strategy)
     flag, other = ("--output-dir", "--output") if args.to == "hls4ml" else ("--output", "--output-dir")
     output = args.output_dir if args.to == "hls4ml" else args.output
     if output is None:
         example = "DIR" if args.to == "hls4ml" else "model.onnx"
         raise BitsmithError(f"export --to {args.to} needs {flag} {example}"
                             + (f" ({other} is for the other target)" if (args.output or args.output_dir) else ""))
-    summary = export(settings_from_args(args), args.to, output, args.backend, args.io_type, args.verify)
+    summary = export(settings_from_args(args), args.to, output, args.backend, args.io_type, args.verify,
+                     strategy=args.strategy)
     # A design whose every layer is quantized must match bit for bit; anything else is a bug worth a status.
     return 1 if args.verify and summary["exact_design"] and not summary["bit_exact"] else 0
 

@@ -23,10 +23,21 @@ BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
 
 
-def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", flag: str = "--to") -> None:
-    """Refuse an unknown target, backend or I/O type, or a missing extra, before anything is loaded or written."""
+def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", flag: str = "--to",
+                 strategy: str = "latency") -> None:
+    """Refuse an unknown target, backend, I/O type or strategy, or a missing extra, before anything is loaded or
+    written."""
     if to not in TARGETS:
         raise BitsmithError(f"{flag} {to}: export targets are {', '.join(TARGETS)}")
+    if strategy != "latency":
+        from bitsmith.cost import _da4ml
+        from bitsmith.export.hls4ml_da import DA_MISSING, STRATEGIES
+
+        if to != "hls4ml" or strategy not in STRATEGIES:
+            raise BitsmithError(f"--strategy {strategy}: the hls4ml target takes --strategy "
+                                f"{' or '.join(STRATEGIES)}")
+        if _da4ml.version() is None:
+            raise BitsmithError(DA_MISSING)
     if to == "hls4ml":
         if backend not in BACKENDS:
             raise BitsmithError(f"--backend {backend}: hls4ml backends bitsmith configures are "
@@ -87,13 +98,13 @@ def stage(console, what: str):
 
 
 def export(settings: Settings, to: str, output: str | Path, backend: str = "Vitis", io_type: str = "io_parallel",
-           verify: bool = False, console=None) -> dict[str, Any]:
+           verify: bool = False, console=None, strategy: str = "latency") -> dict[str, Any]:
     """Write the checkpoint's design for ``to`` at ``output``; with ``verify``, compare it with bitsmith."""
     from bitsmith.jobs import make_console
 
     console = console or make_console()
     output = Path(output)
-    check_target(to, backend, io_type)
+    check_target(to, backend, io_type, strategy=strategy)
     _check_output(to, output)
     with stage(console, f"loading {settings.load_name}"):
         plan, graph, p = load_design(settings)
@@ -108,7 +119,7 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
         from bitsmith.export.hls4ml import write_hls4ml
 
         with stage(console, f"writing the hls4ml project {output}"):
-            written = write_hls4ml(plan, output, backend=backend, io_type=io_type)
+            written = write_hls4ml(plan, output, backend=backend, io_type=io_type, strategy=strategy)
     seconds = {"write": time.perf_counter() - t0}
     console.print(f"exported {p.settings.model} from {settings.load_name} to {to}: {output}", highlight=False)
     print_formats(plan, console)
@@ -116,6 +127,8 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
         console.print(f"warning: not bit-exact: {'; '.join(plan.notes(to))}", highlight=False, markup=False)
     summary: dict[str, Any] = {"output": str(output), "to": to, "exact_design": plan.exact,
                                "inexact": [r.what for r in plan.inexact], "seconds": seconds}
+    if getattr(written, "bitsmith_da_costs", None):
+        summary["da_costs"] = print_da_costs(written.bitsmith_da_costs, graph, console)
     if verify:
         t0 = time.perf_counter()
         summary.update(verify_export(plan, graph, p.data.test, to, output, written, console))
@@ -174,6 +187,27 @@ def verify_export(plan, graph, split, to: str, output: Path, written, console) -
     return {"max_abs_diff": cmp.max_abs_diff, "agreement": cmp.agreement, "rows": cmp.rows,
             "per_layer": {k: {"max_abs_diff": d, "rows": r} for k, (d, r) in cmp.per_step.items()},
             "max_layer_diff": worst, "equal_on_split": equal, "bit_exact": exact, "first_difference": first}
+
+
+def print_da_costs(theirs: dict[str, float], graph, console) -> dict[str, Any]:
+    """hls4ml's stored da_kernel_cost of each Linear beside bitsmith's luts metric of the same layer."""
+    from rich.table import Table
+
+    from bitsmith.cost.network import network_cost
+
+    ours = {c.name: c.kernel for c in network_cost(graph).layers}
+    table = Table(title="Distributed arithmetic: LUTs (adder bits) of each kernel", title_justify="left")
+    for col in ("layer", "hls4ml da_kernel_cost", "bitsmith luts (kernel)", "equal"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for name, cost in theirs.items():
+        table.add_row(name, f"{cost:,.0f}", f"{ours.get(name, float('nan')):,.0f}",
+                      "yes" if ours.get(name) == cost else "NO")
+    console.print(table)
+    equal = all(ours.get(n) == c for n, c in theirs.items())
+    if not equal:
+        console.print("warning: hls4ml's cost differs from bitsmith's luts metric (DA_HARD_DC set, or another "
+                      "da4ml version?)", highlight=False, markup=False)
+    return {"hls4ml": theirs, "bitsmith": {n: ours.get(n) for n in theirs}, "equal": equal}
 
 
 def print_formats(plan, console) -> None:

@@ -10,7 +10,13 @@ frontend, with every layer's precision set from bitsmith's formats (``granularit
   needs (``Step.accumulator_bits()``), so nothing rounds there, as in bitsmith. An explicit ``result`` also
   stops hls4ml fusing a following BatchNorm into the weights or dropping the following cast;
 * a Linear's ``data_in`` after another layer: a cast (an hls4ml linear Activation) of that format, because
-  hls4ml has no input quantizer per layer; before the first layer the input layer does it;
+  hls4ml has no input quantizer per layer; before the first layer the input layer does it. When a ReLU
+  produces the cast's input (values >= 0), the cast is the unsigned format with one bit fewer and the same
+  fraction bits (``ap_ufixed<w-1,...>``): the same grid and the same largest value ``(2^(w-1) - 1) * 2^-frac``,
+  so the same values under every rounding mode and every saturation mode but ``AP_WRAP`` (there a positive
+  overflow wraps differently: the cast stays signed), and not for a 1-bit format (it stays signed). hls4ml's
+  distributed-arithmetic kernel then takes the input interval that bitsmith's luts metric costs
+  (``cost.network.problems``);
 * ReLU: ``result`` = its unsigned ``data_in`` (rounding after the ReLU gives the same values as before it);
 * BatchNorm1d (float in bitsmith): ``scale``/``bias`` 32-bit types fitted to the values, ``result`` a 32-bit
   type fitted to the largest output its input type allows, so it never saturates. Not bit-exact.
@@ -18,6 +24,14 @@ frontend, with every layer's precision set from bitsmith's formats (``granularit
 
 Every type that rounds carries ``rounding``/``saturation`` (bitsmith: AP_RND_CONV, AP_SAT; hls4ml's own
 default is AP_TRN, AP_WRAP). The exact accumulator types carry no modes: nothing rounds or overflows there.
+
+Strategy: ``latency`` (hls4ml's multiply-accumulate kernels) or ``distributed_arithmetic``: every Linear gets
+hls4ml 1.3's ``Strategy: distributed_arithmetic`` (ReuseFactor 1, which bitsmith always writes), and hls4ml
+has da4ml solve each as a constant adder graph over the exact sum, from the layer's input type, with
+hls4ml's options (``DA_HARD_DC``, default 2, as ``cost._da4ml.OPTIONS``). The sums are exact either way, so
+the values are the same. hls4ml stores each kernel's cost (adder bits, ~LUTs) as the layer's
+``da_kernel_cost``; bitsmith records it per layer in ``bitsmith_export.json`` and on the returned model
+(``bitsmith_da_costs``). Every Linear must be quantized: a float one has no formats to build the graph from.
 """
 
 from __future__ import annotations
@@ -36,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from bitsmith.cost import _da4ml
 from bitsmith.errors import BitsmithError
+from bitsmith.export.hls4ml_da import DA, STRATEGIES, check_strategy, da_costs, hard_dc
 from bitsmith.export.plan import FLOAT_INPUT, Plan, Step
 from bitsmith.quant import Fixed
 
@@ -52,10 +68,15 @@ CHOICES = {  # written into INFO_FILE, for the user
     "linear": "weight and bias from bitsmith's formats (values already rounded); accum = result = the exact "
               "type of the sum (Step.accumulator_bits()), so nothing rounds there",
     "cast": "a linear activation before a Linear rounding its input to its data_in (hls4ml has no per-layer "
-            "input quantizer)",
+            "input quantizer); when a ReLU produces that input (values >= 0), ap_ufixed with one bit fewer and the "
+            "same fraction bits: the same values and saturation bound, and the input interval bitsmith's luts "
+            "metric costs (kept signed under AP_WRAP, where overflow would wrap differently, and at 1 bit)",
     "relu": "result = its data_in, unsigned (rounding after the ReLU gives the same values)",
     "batchnorm1d": "float in bitsmith: 32-bit scale, bias and result types fitted to their ranges (not exact)",
     "modes": "every type that rounds carries the rounding and saturation modes; the exact types carry none",
+    "strategy": "latency: hls4ml's multiply-accumulate kernels; distributed_arithmetic: each Linear gets "
+                "Strategy distributed_arithmetic (ReuseFactor 1), an adder graph da4ml solves from the layer's "
+                "input type; hls4ml's da_kernel_cost (adder bits, ~LUTs) is recorded per layer",
 }
 MISSING = "export to hls4ml needs the hls4ml extra: pip install 'bitsmith[hls4ml]'"
 NO_COMPILER = "--verify compiles hls4ml's C++ emulation and needs g++ (apt install g++)"
@@ -79,6 +100,19 @@ def _bound(fmt: Fixed) -> float:
     return max(abs(fmt.lo), abs(fmt.hi))
 
 
+def unsigned_cast(fmt: Fixed, saturation: str) -> Fixed:
+    """The format a cast of values >= 0 (a ReLU's) into ``fmt`` is written as, with the same results.
+
+    Signed ``fmt``: ``ap_ufixed`` with one bit fewer and the same fraction bits has the same grid and the same
+    largest value, so rounding and saturating (to the largest value, or to zero) give the same values; kept as
+    it is under ``AP_WRAP`` (a positive overflow wraps to a negative value in ``fmt``) and at 1 bit (no
+    ``ap_ufixed<0>``).
+    """
+    if not fmt.signed or fmt.width < 2 or saturation == "AP_WRAP":
+        return fmt
+    return Fixed(fmt.width - 1, fmt.frac, False)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Layer:
     """One hls4ml layer to write: a step (``step`` set) or the cast in front of one."""
@@ -88,6 +122,7 @@ class _Layer:
     precision: dict[str, str]  # hls4ml Precision keys -> type
     out: Fixed  # the type of its output
     step: Step  # the step it is, or for a cast the step whose input it rounds
+    after_relu: bool = False  # a cast whose input a ReLU produces (values >= 0)
 
 
 def _layers(plan: Plan, rounding: str, saturation: str) -> tuple[Fixed, list[_Layer]]:
@@ -104,7 +139,9 @@ def _layers(plan: Plan, rounding: str, saturation: str) -> tuple[Fixed, list[_La
                 while cast in taken:  # never shadow a step
                     cast += "_"
                 taken.add(cast)
-                layers.append(_Layer(cast, "cast", {"result": rnd(s.data_in)}, s.data_in, s))
+                after_relu = plan.steps[i - 1].kind == "relu"
+                fmt = unsigned_cast(s.data_in, saturation) if after_relu else s.data_in
+                layers.append(_Layer(cast, "cast", {"result": rnd(fmt)}, fmt, s, after_relu))
             x = s.data_in if s.data_in is not None else current
             w = s.weight_fmt if s.weight_fmt is not None else fitted(float(np.abs(s.weight).max(initial=0.0)))
             b = None if s.bias is None else s.bias_fmt if s.bias_fmt is not None else fitted(
@@ -212,9 +249,9 @@ def _fmt_json(fmt: Fixed | None) -> dict[str, Any] | None:
 
 def _layer_json(layer: _Layer, name: str) -> dict[str, Any]:
     s = layer.step
-    if layer.kind == "cast":
+    if layer.kind == "cast":  # format: bitsmith's; written_as: the type hls4ml gets (unsigned after a ReLU)
         return {"layer": name, "kind": "cast", "rounds_input_of": s.name, "format": _fmt_json(s.data_in),
-                "precision": layer.precision}
+                "after_relu": layer.after_relu, "written_as": _fmt_json(layer.out), "precision": layer.precision}
     parts = {"data_in": s.data_in, "weight": s.weight_fmt, "bias": s.bias_fmt}
     entry = {"layer": name, "kind": s.kind, "step": s.name,
              "formats": {k: _fmt_json(v) for k, v in parts.items() if v is not None}, "precision": layer.precision}
@@ -224,12 +261,19 @@ def _layer_json(layer: _Layer, name: str) -> dict[str, Any]:
 
 
 def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str = "io_parallel",
-                 rounding: str = "AP_RND_CONV", saturation: str = "AP_SAT"):
-    """Write ``plan`` as an hls4ml project in ``out_dir`` (plus ``bitsmith_export.json``); the hls4ml model."""
+                 rounding: str = "AP_RND_CONV", saturation: str = "AP_SAT", strategy: str = "latency"):
+    """Write ``plan`` as an hls4ml project in ``out_dir`` (plus ``bitsmith_export.json``); the hls4ml model.
+
+    ``strategy``: ``latency`` or ``distributed_arithmetic`` (each Linear; needs da4ml). The model then carries
+    ``bitsmith_steps`` ({hls4ml layer: step}) and ``bitsmith_da_costs`` ({step: hls4ml's da_kernel_cost}, empty
+    for latency).
+    """
     _check_choice("backend", backend, BACKENDS)
     _check_choice("io_type", io_type, IO_TYPES)
     _check_choice("rounding mode", rounding, ROUNDING)
     _check_choice("saturation mode", saturation, SATURATION)
+    _check_choice("strategy", strategy, STRATEGIES)
+    check_strategy(plan, strategy)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BitsmithError(f"hls4ml output directory {str(out_dir)!r} is a file; name a directory")
@@ -257,6 +301,9 @@ def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str
         entry = per_layer[hls_name[layer.name]]
         entry["Precision"].update(layer.precision)
         entry["Trace"] = layer.kind != "cast"
+        if strategy == DA and layer.kind == "linear":
+            entry["Strategy"] = DA
+            entry["ReuseFactor"] = 1  # hls4ml's DA kernels are fully parallel; it refuses any other
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,14 +324,22 @@ def write_hls4ml(plan: Plan, out_dir: Path, backend: str = "Vitis", io_type: str
         raise BitsmithError(f"hls4ml merged away layer(s) {', '.join(lost)}; the export would not compute as "
                             f"bitsmith does")
     hls_model.bitsmith_steps = {hls_name[layer.name]: layer.name for layer in layers if layer.kind != "cast"}
+    costs = da_costs(hls_model, layers, hls_name) if strategy == DA else {}
+    hls_model.bitsmith_da_costs = costs
 
     info = {
         "model": plan.model, "backend": backend, "io_type": io_type, "rounding": rounding,
-        "saturation": saturation, "exact": plan.exact, "notes": list(plan.notes("hls4ml")),
+        "saturation": saturation, "strategy": strategy, "exact": plan.exact, "notes": list(plan.notes("hls4ml")),
         "choices": CHOICES,
         "input": {"layer": input_name, "format": _fmt_json(plan.input_format), "precision": in_type},
         "layers": [_layer_json(layer, hls_name[layer.name]) for layer in layers],
     }
+    if strategy == DA:
+        info["da4ml"] = _da4ml.version()
+        info["da_hard_dc"] = hard_dc()
+        for entry in info["layers"]:
+            if entry.get("step") in costs:
+                entry["da_kernel_cost"] = costs[entry["step"]]
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return hls_model
 
