@@ -351,7 +351,10 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
         render_report(report, console)
         rows = quant_table(graph)
         _print_quant_table(rows, console)
-        _print_luts(infos.get("luts"), notes, console)
+        if "luts" in infos:
+            from bitsmith.passes.luts import print_luts
+
+            print_luts(infos["luts"], notes, console)
         after = evaluate(graph.gm, p.data.test)
         table = io.StringIO(newline="")
         writer = csv.DictWriter(table, fieldnames=list(rows[0]))
@@ -371,21 +374,6 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
                   f"{out / 'quantize_summary.csv'}, {out / 'transform.json'}; "
                   f"{out.parent / 'latest'} -> this run", highlight=False)
     return {**summary, "reused": False, "run": str(run.dir)}
-
-
-def _print_luts(info: dict[str, Any] | None, notes, console: Console) -> None:
-    """The ``luts`` pass's per-layer table and totals, or a warning saying why the design has none."""
-    if info is None:
-        return
-    if "not_defined" in info:
-        notes.warn(f"no LUT figures: {info['not_defined']}")
-        return
-    from bitsmith.passes.luts import render_luts
-
-    render_luts(info["layers"], console)
-    console.print(f"luts={info['luts']:,.0f} adder_depth={info['adder_depth']:g} "
-                  f"latency_cycles={info['latency_cycles']:g} ({info['solved']} layer(s) solved, the rest "
-                  f"cached; {info['seconds']:.2f} s)", highlight=False)
 
 
 def _print_quant_table(rows: list[dict[str, Any]], console: Console) -> None:

@@ -89,3 +89,14 @@ def render_luts(rows: list[dict[str, Any]], console, title: str = "LUTs from the
              "the next format; depth: adder levels; cyc: cycles; s/u<w,i>: ap_[u]fixed<w,i>"]
     for line in notes + (["#: the trial number"] if trials else []):
         console.print(line, style="dim", markup=False, highlight=False)
+
+
+def print_luts(info: dict[str, Any], notes, console) -> None:
+    """The pass's per-layer table and totals, or a warning (``notes``) saying why the design has none."""
+    if "not_defined" in info:
+        notes.warn(f"no LUT figures: {info['not_defined']}")
+        return
+    render_luts(info["layers"], console)
+    console.print(f"luts={info['luts']:,.0f} adder_depth={info['adder_depth']:g} "
+                  f"latency_cycles={info['latency_cycles']:g} ({info['solved']} layer(s) solved, the rest "
+                  f"cached; {info['seconds']:.2f} s)", highlight=False)
