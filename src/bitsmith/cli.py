@@ -79,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes on this machine sharing the study (default 1)")
     p.add_argument("--export", help="hls4ml or qonnx: also export every design on the front, into "
                                     "best/trial_N/ (needs bitsmith[hls4ml])")
-    p = sub.add_parser("export", help="write a quantized checkpoint as an hls4ml project or a QONNX model")
+    p = sub.add_parser("export", help="write a quantized checkpoint as an hls4ml project, a QONNX model or Verilog")
     _add_common(p)
-    p.add_argument("--to", required=True, help="hls4ml or qonnx")
-    p.add_argument("--output-dir", dest="output_dir", help="hls4ml: the project directory to write")
+    p.add_argument("--to", required=True, help="hls4ml, qonnx or verilog")
+    p.add_argument("--output-dir", dest="output_dir", help="hls4ml, verilog: the directory to write")
     p.add_argument("--output", help="qonnx: the .onnx file to write")
     p.add_argument("--backend", default="Vitis", help="hls4ml backend: Vitis (default) or Vivado")
     p.add_argument("--io-type", dest="io_type", default="io_parallel",
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="latency",
                    help="hls4ml: latency (default) or distributed_arithmetic (adder graphs solved by da4ml; "
                         "needs bitsmith[da]); the project then states each layer's LUT cost")
+    p.add_argument("--synth", help="verilog: yosys, to map the design to 7-series LUTs and report them per layer")
+    p.add_argument("--simulator", default="auto",
+                   help="verilog --verify: auto (default), icarus or verilator")
     p.add_argument("--verify", action="store_true",
                    help="run the test split through the export and through bitsmith and compare them")
     p = sub.add_parser("compare", help="compare samplers on a search's space: ground truth, many seeds, plots")
@@ -197,15 +200,19 @@ def run(argv: list[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from bitsmith.export import check_target, export
 
-    check_target(args.to, args.backend, args.io_type, strategy=args.strategy)
-    flag, other = ("--output-dir", "--output") if args.to == "hls4ml" else ("--output", "--output-dir")
-    output = args.output_dir if args.to == "hls4ml" else args.output
+    from bitsmith.export import DIRECTORIES
+
+    check_target(args.to, args.backend, args.io_type, strategy=args.strategy, synth=args.synth,
+                 simulator=args.simulator)
+    directory = args.to in DIRECTORIES
+    flag, other = ("--output-dir", "--output") if directory else ("--output", "--output-dir")
+    output = args.output_dir if directory else args.output
     if output is None:
-        example = "DIR" if args.to == "hls4ml" else "model.onnx"
+        example = "DIR" if directory else "model.onnx"
         raise BitsmithError(f"export --to {args.to} needs {flag} {example}"
                             + (f" ({other} is for the other target)" if (args.output or args.output_dir) else ""))
     summary = export(settings_from_args(args), args.to, output, args.backend, args.io_type, args.verify,
-                     strategy=args.strategy)
+                     strategy=args.strategy, synth=args.synth, simulator=args.simulator)
     # A design whose every layer is quantized must match bit for bit; anything else is a bug worth a status.
     return 1 if args.verify and summary["exact_design"] and not summary["bit_exact"] else 0
 

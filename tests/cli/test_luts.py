@@ -85,3 +85,44 @@ def test_a_search_scored_in_luts_and_its_report(tmp_path, capsys, ckpt):
     code, again, err = cli(capsys, "report", *args)
     assert code == 0, err
     assert again[again.index("Per-layer LUTs"):] == out[out.index("Per-layer LUTs"):]
+
+
+@pytest.fixture(scope="module")
+def quantized_ckpt(tmp_path_factory, ckpt):
+    from bitsmith.cli import main
+
+    out = tmp_path_factory.mktemp("transform-luts")
+    cfg = out / "t.toml"
+    cfg.write_text(TRANSFORM.replace("weight_width = 4", "weight_width = 3\nweight_frac_width = 3"))
+    with pytest.raises(SystemExit) as e:
+        main(["transform", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(out)])
+    assert e.value.code == 0
+    return out / "digits-mlp_digits" / "transform" / "latest" / "transformed.ckpt"
+
+
+@pytest.mark.slow  # about a minute: Icarus on 360 rows and yosys on a 15k-LUT design
+def test_export_to_verilog_is_bit_exact_and_yosys_counts_luts_per_layer(tmp_path, capsys, quantized_ckpt):
+    code, out, err = cli(capsys, "export", "--load", str(quantized_ckpt), "--to", "verilog", "--output-dir",
+                         str(tmp_path / "rtl"), "--verify", "--synth", "yosys", "--project-dir", str(tmp_path))
+    assert code == 0, err
+    assert "max |diff| of the outputs: 0; predictions agree on 100.00% of 360 rows (bit-exact)" in out
+    table = out[out.index("LUTs per layer"):out.index("CARRY4 in all")]
+    rows = [line for line in table.splitlines() if "seq_blocks_" in line]
+    assert len(rows) == 3
+    for row in rows:  # every layer mapped to real logic, within a third of the estimate
+        cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+        yosys, estimate = (int(cells[i].replace(",", "")) for i in (3, 4))
+        assert yosys > 0 and abs(yosys - estimate) <= estimate / 3, row
+    info = json.loads((tmp_path / "rtl" / "bitsmith_verilog.json").read_text())
+    synth = json.loads((tmp_path / "rtl" / "yosys_luts.json").read_text())
+    assert synth["luts"] > 0 and info["top"] == "digits_mlp"
+
+
+def test_export_to_verilog_without_the_tools_says_what_to_install(tmp_path, capsys, quantized_ckpt, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no yosys, iverilog or verilator on it
+    base = ["export", "--load", str(quantized_ckpt), "--to", "verilog", "--output-dir", str(tmp_path / "rtl"),
+            "--project-dir", str(tmp_path)]
+    code, _, err = cli(capsys, *base, "--synth", "yosys")
+    assert code == 2 and "synthesis needs yosys: apt install yosys" in err and not (tmp_path / "rtl").exists()
+    code, _, err = cli(capsys, *base, "--verify")
+    assert code == 2 and "apt install iverilog (or verilator)" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,32 @@ from typing import Any
 from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError
 
-TARGETS = {"hls4ml": ("hls4ml", "hls4ml"), "qonnx": ("qonnx", "qonnx")}  # target -> (module, extra)
+TARGETS = {"hls4ml": ("hls4ml", "hls4ml"), "qonnx": ("qonnx", "qonnx"), "verilog": ("da4ml", "da")}  # -> (module, extra)
+DIRECTORIES = ("hls4ml", "verilog")  # targets written into a directory (--output-dir); qonnx is one file
+SIMULATORS = ("auto", "icarus", "verilator")
 BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
 
 
 def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", flag: str = "--to",
-                 strategy: str = "latency") -> None:
-    """Refuse an unknown target, backend, I/O type or strategy, or a missing extra, before anything is loaded or
-    written."""
+                 strategy: str = "latency", synth: str | None = None, simulator: str = "auto") -> None:
+    """Refuse an unknown target, backend, I/O type, strategy, synthesis tool or simulator, or a missing extra or
+    tool, before anything is loaded or written."""
     if to not in TARGETS:
         raise BitsmithError(f"{flag} {to}: export targets are {', '.join(TARGETS)}")
+    if synth is not None and (to != "verilog" or synth != "yosys"):
+        raise BitsmithError(f"--synth {synth}: synthesis is for --to verilog, with --synth yosys")
+    if simulator not in SIMULATORS or (simulator != "auto" and to != "verilog"):
+        raise BitsmithError(f"--simulator {simulator}: the verilog target simulates with {', '.join(SIMULATORS)}")
+    if to == "verilog":
+        from bitsmith.cost import _da4ml
+        from bitsmith.export.synth import MISSING as NO_YOSYS
+
+        if _da4ml.version() is None:
+            raise BitsmithError("export to verilog needs da4ml: pip install 'bitsmith[da]'")
+        if synth == "yosys" and shutil.which("yosys") is None:
+            raise BitsmithError(NO_YOSYS)
+        return
     if strategy != "latency":
         from bitsmith.cost import _da4ml
         from bitsmith.export.hls4ml_da import DA_MISSING, STRATEGIES
@@ -51,9 +67,10 @@ def check_target(to: str, backend: str = "Vitis", io_type: str = "io_parallel", 
 
 
 def _check_output(to: str, output: Path) -> None:
-    if to == "hls4ml":
+    if to in DIRECTORIES:
         if output.exists() and not output.is_dir():
-            raise BitsmithError(f"--output-dir {output} is a file; give a directory for the hls4ml project")
+            what = "the hls4ml project" if to == "hls4ml" else "the Verilog files"
+            raise BitsmithError(f"--output-dir {output} is a file; give a directory for {what}")
     elif output.is_dir():
         raise BitsmithError(f"--output {output} is a directory; give a file name such as {output / 'model.onnx'}")
     for parent in output.parents:
@@ -98,13 +115,15 @@ def stage(console, what: str):
 
 
 def export(settings: Settings, to: str, output: str | Path, backend: str = "Vitis", io_type: str = "io_parallel",
-           verify: bool = False, console=None, strategy: str = "latency") -> dict[str, Any]:
-    """Write the checkpoint's design for ``to`` at ``output``; with ``verify``, compare it with bitsmith."""
+           verify: bool = False, console=None, strategy: str = "latency", synth: str | None = None,
+           simulator: str = "auto") -> dict[str, Any]:
+    """Write the checkpoint's design for ``to`` at ``output``; with ``verify``, compare it with bitsmith; with
+    ``synth`` (verilog), map it to LUTs."""
     from bitsmith.jobs import make_console
 
     console = console or make_console()
     output = Path(output)
-    check_target(to, backend, io_type, strategy=strategy)
+    check_target(to, backend, io_type, strategy=strategy, synth=synth, simulator=simulator)
     _check_output(to, output)
     with stage(console, f"loading {settings.load_name}"):
         plan, graph, p = load_design(settings)
@@ -115,6 +134,14 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
         with stage(console, f"writing the QONNX model {output}"):
             write_qonnx(plan, output)
         written = None
+    elif to == "verilog":
+        from bitsmith.export.rtl import write_rtl
+
+        with stage(console, f"writing the Verilog into {output}"):
+            written = write_rtl(plan, graph, output, settings)
+        from bitsmith.export.rtl import print_kernels
+
+        print_kernels(written, console)
     else:
         from bitsmith.export.hls4ml import write_hls4ml
 
@@ -129,14 +156,21 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
                                "inexact": [r.what for r in plan.inexact], "seconds": seconds}
     if getattr(written, "bitsmith_da_costs", None):
         summary["da_costs"] = print_da_costs(written.bitsmith_da_costs, graph, console)
+    if to == "verilog" and synth == "yosys":
+        from bitsmith.export.rtl import synthesize
+
+        t0 = time.perf_counter()
+        summary["synth"] = synthesize(output, graph, written, console, stage)
+        seconds["synth"] = time.perf_counter() - t0
     if verify:
         t0 = time.perf_counter()
-        summary.update(verify_export(plan, graph, p.data.test, to, output, written, console))
+        summary.update(verify_export(plan, graph, p.data.test, to, output, written, console, simulator))
         seconds["verify"] = time.perf_counter() - t0  # hls4ml: compiling included
     return summary
 
 
-def verify_export(plan, graph, split, to: str, output: Path, written, console) -> dict[str, Any]:
+def verify_export(plan, graph, split, to: str, output: Path, written, console, simulator: str = "auto"
+                  ) -> dict[str, Any]:
     """Run ``split`` through the exported model and through bitsmith; print and return how they differ.
 
     ``bit_exact`` only for a design that can be (``plan.exact``) and that matched in every layer; a design with
@@ -152,6 +186,11 @@ def verify_export(plan, graph, split, to: str, output: Path, written, console) -
 
         with stage(console, "running the test split through QONNX's executor"):
             theirs = run_qonnx(output, x.double().numpy())
+    elif to == "verilog":
+        from bitsmith.export.verilog_sim import simulate
+
+        with stage(console, f"simulating the Verilog ({simulator}) on the test split"):
+            theirs = simulate(output, x.double().numpy(), simulator)
     else:
         from bitsmith.export.hls4ml import compile_and_run
 
