@@ -44,6 +44,7 @@ def print_kernels(info: dict[str, Any], console) -> None:
 def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dict[str, Any]:
     """yosys' LUTs per layer beside the luts metric's estimate: the kernel alone, and with the rounding around it
     (the layer's own input rounding and the ReLU after it, which the metric counts as ``requant``)."""
+    from rich import box
     from rich.table import Table
 
     from bitsmith.export.synth import synth_yosys
@@ -52,9 +53,10 @@ def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dic
         result = synth_yosys(Path(output))
     estimate = {c.name: c for c in network_cost(graph, luts_table_from(info)).layers}
     steps = list(result["steps"].items())
-    table = Table(title=f"yosys ({result['flow']}): LUTs per layer", title_justify="left")
-    for col in ("layer", "yosys kernel", "da4ml kernel", "yosys + rounding", "luts metric", "diff"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
+    table = Table(title="yosys: 7-series LUTs per layer, beside the luts metric", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in ("layer", "yosys kernel", "da4ml kernel", "yosys all", "metric all", "diff"):
+        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
     rows = {}
     for i, (name, row) in enumerate(steps):
         if name not in estimate:
@@ -68,9 +70,11 @@ def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dic
         table.add_row(name, f"{row.get('kernel_luts', 0):,}", f"{est.kernel:,.0f}", f"{whole:,}",
                       f"{est.luts:,.0f}", f"{diff:+.1%}")
     console.print(table)
+    console.print("all: the kernel with its input rounding and the ReLU after it (the metric's requant)",
+                  style="dim", highlight=False)
     console.print(f"yosys: {result['luts']:,} LUTs and {result['carry4']:,} CARRY4 in all; the luts metric: "
-                  f"{sum(e.luts for e in estimate.values()):,.0f} (adder bits; synthesis, not place and route)",
-                  highlight=False)
+                  f"{sum(e.luts for e in estimate.values()):,.0f} (adder bits; synthesis, not place and route; "
+                  f"{result['flow']})", highlight=False)
     return {**result, "per_layer": rows}
 
 
