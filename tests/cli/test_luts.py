@@ -93,14 +93,15 @@ def quantized_ckpt(tmp_path_factory, ckpt):
 
     out = tmp_path_factory.mktemp("transform-luts")
     cfg = out / "t.toml"
-    cfg.write_text(TRANSFORM.replace("weight_width = 4", "weight_width = 3\nweight_frac_width = 3"))
+    cfg.write_text(TRANSFORM.replace("data_in_width = 6\nweight_width = 4",
+                                     "data_in_width = 4\nweight_width = 2\nweight_frac_width = 2"))
     with pytest.raises(SystemExit) as e:
         main(["transform", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(out)])
     assert e.value.code == 0
     return out / "digits-mlp_digits" / "transform" / "latest" / "transformed.ckpt"
 
 
-@pytest.mark.slow  # about a minute: Icarus on 360 rows and yosys on a 15k-LUT design
+@pytest.mark.slow  # about 25 s: yosys on a 4.6k-LUT design, Icarus on 360 rows
 def test_export_to_verilog_is_bit_exact_and_yosys_counts_luts_per_layer(tmp_path, capsys, quantized_ckpt):
     code, out, err = cli(capsys, "export", "--load", str(quantized_ckpt), "--to", "verilog", "--output-dir",
                          str(tmp_path / "rtl"), "--verify", "--synth", "yosys", "--project-dir", str(tmp_path))
