@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", dest="n_trials", type=int, help="override [search.strategy.setup] n_trials")
     p.add_argument("--n-workers", dest="n_workers", type=int, default=1,
                    help="worker processes on this machine sharing the study (default 1)")
-    p.add_argument("--export", help="hls4ml or qonnx: also export every design on the front, into "
-                                    "best/trial_N/ (needs bitsmith[hls4ml])")
+    p.add_argument("--export", help="hls4ml, qonnx or verilog: also export every design on the front, into "
+                                    "best/trial_N/ (needs bitsmith[hls4ml]; verilog: bitsmith[da])")
     p = sub.add_parser("export", help="write a quantized checkpoint as an hls4ml project, a QONNX model or Verilog")
     _add_common(p)
     p.add_argument("--to", required=True, help="hls4ml, qonnx or verilog")

@@ -54,7 +54,8 @@ def run_search(settings: Settings, storage: StorageOptions | str | None = None, 
 
 
 def _export_front(settings: Settings, summary: dict[str, Any], to: str, console) -> list[str]:
-    """Export each best design's checkpoint beside it: best/trial_N/hls4ml/ or best/trial_N/model.onnx."""
+    """Export each best design's checkpoint beside it: best/trial_N/hls4ml/, best/trial_N/verilog/ or
+    best/trial_N/model.onnx."""
     from bitsmith.export import export
     from bitsmith.jobs import make_console
 
@@ -62,7 +63,7 @@ def _export_front(settings: Settings, summary: dict[str, Any], to: str, console)
     written = []
     for entry in summary["best"]:
         ckpt = Path(entry["checkpoint"])
-        out = ckpt.parent / ("hls4ml" if to == "hls4ml" else "model.onnx")
+        out = ckpt.parent / ("model.onnx" if to == "qonnx" else to)
         design = settings.model_copy(update={"load_name": str(ckpt), "load_type": "pl"})
         design._source = settings.source
         export(design, to, out, console=console)
