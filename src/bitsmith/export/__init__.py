@@ -160,7 +160,7 @@ def export(settings: Settings, to: str, output: str | Path, backend: str = "Viti
         from bitsmith.export.rtl import synthesize
 
         t0 = time.perf_counter()
-        summary["synth"] = synthesize(output, graph, written, console, stage)
+        summary["synth"] = synthesize(output, graph, settings, console, stage)
         seconds["synth"] = time.perf_counter() - t0
     if verify:
         t0 = time.perf_counter()

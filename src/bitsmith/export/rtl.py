@@ -41,7 +41,7 @@ def print_kernels(info: dict[str, Any], console) -> None:
     console.print(table)
 
 
-def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dict[str, Any]:
+def synthesize(output: Path, graph, settings, console, stage) -> dict[str, Any]:
     """yosys' LUTs per layer beside the luts metric's estimate: the kernel alone, and with the rounding around it
     (the layer's own input rounding and the ReLU after it, which the metric counts as ``requant``)."""
     from rich import box
@@ -51,7 +51,7 @@ def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dic
 
     with stage(console, "mapping the Verilog to 7-series LUTs with yosys (minutes for large designs)"):
         result = synth_yosys(Path(output))
-    estimate = {c.name: c for c in network_cost(graph, luts_table_from(info)).layers}
+    estimate = {c.name: c for c in network_cost(graph, luts_table(settings).cost_settings()).layers}  # cached
     steps = list(result["steps"].items())
     table = Table(title="yosys: 7-series LUTs per layer, beside the luts metric", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
@@ -77,10 +77,3 @@ def synthesize(output: Path, graph, info: dict[str, Any], console, stage) -> dic
                   f"{result['flow']})", highlight=False)
     return {**result, "per_layer": rows}
 
-
-def luts_table_from(info: dict[str, Any]):
-    """Cost settings with the solver options the Verilog was written with (cached: no second solve)."""
-    from bitsmith.cost.network import CostSettings
-
-    o = info["da4ml"]["options"]
-    return CostSettings(hard_dc=o["hard_dc"], search_all_decompose_dc=o["search_all_decompose_dc"])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,15 @@ class LutsSettings(Table):
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)  # per layer
     workers: int = Field(1, ge=1, le=64)  # solver processes per bitsmith process
     cache_dir: str | None = None  # default: $BITSMITH_CACHE, else the user cache directory (its da/)
-    cache: bool = True  # false: solve every layer again (in memory only)
+    cache: bool = True  # false: solve every layer every time (nothing kept, not even in memory)
 
     def cost_settings(self) -> CostSettings:
         base = CostSettings(self.hard_dc, self.search_all_decompose_dc, self.adder_levels_per_cycle,
                             self.timeout_s, self.workers)
         if not self.cache:
-            return CostSettings(**{**base.__dict__, "cache_dir": None, "cache": False})
+            return replace(base, cache_dir=None, cache=False)
         if self.cache_dir is not None:
-            return CostSettings(**{**base.__dict__, "cache_dir": Path(self.cache_dir).expanduser() / "da"})
+            return replace(base, cache_dir=Path(self.cache_dir).expanduser() / "da")
         return base
 
     def result_settings(self) -> dict[str, Any]:
