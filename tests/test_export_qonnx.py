@@ -185,8 +185,9 @@ def test_saved_file_is_valid_qonnx_with_one_quant_per_quantized_tensor(tmp_path)
     assert {o.domain: o.version for o in model.opset_import}["qonnx.custom_op.general"] == 1
 
     expected = {}
-    for s in plan.steps:
-        expected[f"{s.name}_in_q"] = s.data_in
+    for i, s in enumerate(plan.steps):
+        after_relu = i > 0 and plan.steps[i - 1].kind == "relu"  # values >= 0: unsigned, one bit fewer
+        expected[f"{s.name}_in_q"] = Fixed(7, 3, False) if after_relu else s.data_in
         if s.kind == "linear":
             expected[f"{s.name}_weight_q"], expected[f"{s.name}_bias_q"] = s.weight_fmt, s.bias_fmt
     quants = [n for n in model.graph.node if n.op_type == "Quant"]
@@ -214,6 +215,35 @@ def test_saved_file_is_valid_qonnx_with_one_quant_per_quantized_tensor(tmp_path)
     steps = json.loads(meta[META_STEPS])
     assert [s["name"] for s in steps] == [s.name for s in plan.steps]
     assert steps[0]["weight"] == {"width": 6, "frac": 5, "signed": True}
+    assert steps[2]["data_in"] == {"width": 8, "frac": 3, "signed": True}  # bitsmith's format, and as written:
+    assert steps[2]["input_quant"] == {"width": 7, "frac": 3, "signed": False}
+
+
+@pytest.mark.parametrize("relu", ["quantized", "float"])
+def test_a_linear_after_a_relu_reads_an_unsigned_quant_and_stays_bit_exact(tmp_path, relu):
+    """A signed w-bit input that a ReLU produces is written unsigned with w - 1 bits and the same scale, what
+    QONNX tools read as its type; the values are the same, so the model stays bit-exact (ties and saturation
+    included: the rows span beyond the input's range)."""
+    import onnx
+
+    config = formats_config((5, 2), (6, 4), (10, 6), (6, 2))
+    if relu == "float":
+        del config["relu"]
+    graph, plan = quantized("digits-mlp", (64,), 10, config=config)
+    assert plan.exact and [s.kind for s in plan.steps] == ["linear", "relu", "linear", "relu", "linear"]
+    model = qonnx_model(plan)
+    quants = {n.output[0]: n for n in model.graph.node if n.op_type == "Quant"}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name, (signed, bits) in {"seq_blocks_0_in_q": (1, 5), "seq_blocks_2_in_q": (0, 4),
+                                 "seq_blocks_4_in_q": (0, 4)}.items():
+        node = quants[name]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs == {"signed": signed, "narrow": 0, "rounding_mode": b"ROUND"}, name
+        assert inits[node.input[1]] == np.float32(2.0 ** -2) and inits[node.input[3]] == bits
+    x = rows(300, 64, 2, spread=16.0, seed=3)
+    _, theirs, cmp = run_both(graph, plan, x, tmp_path)
+    assert_exact(cmp)
+    assert (theirs["seq_blocks_2"] != 0).any()  # the layer after the ReLU sees nonzero inputs
 
 
 def test_any_batch_runs_from_one_file_which_is_left_unchanged(tmp_path):

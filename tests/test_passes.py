@@ -95,7 +95,25 @@ def test_quantized_bits_bops_and_density():
     assert bits["average_bitwidth"] == pytest.approx((85 * 4 + 32 * 32) / params)
     assert bits["memory_density"] == pytest.approx(32 / bits["average_bitwidth"])
     assert bits["model_size"] == (85 * 4 + 32 * 32) / 8
-    assert count_bops(g)[1]["bops"] == 80 * 4 * 4
+    assert count_bops(g)[1]["bops"] == 80 * 4 * 3  # a ReLU feeds the Linear: its 4-bit signed input counts 3 bits
+    assert bits["nodes"]["seq_blocks_2"]["activation_bits"] == 16 * 3
+
+
+@pytest.mark.parametrize("width,counted", [(4, 3), (2, 1), (1, 1)])
+def test_an_input_a_relu_produces_counts_one_bit_fewer(width, counted):
+    """Values >= 0 in a signed w-bit format are those of the unsigned (w-1)-bit one (not below 1 bit)."""
+    from bitsmith.graph import trace
+    from bitsmith.passes.analysis import analyze
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
+    g, _ = quantize_pass(trace(model, (4,)), {"by": "type", "linear": integer(width),
+                                              "relu": integer(width, relu=True)})
+    a = analyze(g)
+    first, relu, fed = (a["nodes"][n] for n in ("_0", "_1", "_2"))
+    assert (first["data_in_width"], first["bops"], first["activation_bits"]) == (width, 12 * width * width, 4 * width)
+    assert (relu["data_in_width"], relu["activation_bits"]) == (width, 3 * width)  # already unsigned: as it is
+    assert (fed["data_in_width"], fed["bops"], fed["activation_bits"]) == (counted, 6 * width * counted, 3 * counted)
+    assert a["totals"]["average_activation_bitwidth"] == (7 * width + 3 * counted) / 10
 
 
 @pytest.mark.parametrize("cfg,message", [

@@ -121,10 +121,11 @@ def test_search_prints_and_writes_counts_exactly(tmp_path, capsys):
     for n, cells in rows.items():
         e = expected(trials[n])
         assert e["bops"] > 10_000 and e["model_size"] % 1  # more than 4 digits; a fraction of a byte
-        # accuracy, bops (every digit, thousands separated), then the design: "NA" fractions resolved.
+        # accuracy, its 95% interval, bops (every digit, thousands separated), then the design: "NA" fractions resolved.
         w = trials[n]["params"]["linear/weight_width"]
-        assert cells[1:] == [f"{e['bops']:,}", "linear", f"w{w}.{w // 2}", "a8.4", "b7.3"], cells
+        assert cells[2:] == [f"{e['bops']:,}", "linear", f"w{w}.{w // 2}", "a8.4", "b7.3"], cells
         assert float(cells[0]) == pytest.approx(trials[n]["software_metrics"]["accuracy"], abs=5e-5)
+        assert re.fullmatch(r"\(\d\.\d{3}–\d\.\d{3}\)", cells[1]), cells
 
     # The files hold the exact values: ints as ints, floats to the last bit.
     best = json.loads((d / "best.json").read_text())["best"]

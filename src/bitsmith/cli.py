@@ -22,6 +22,7 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
     ("--project-dir", "project_dir", str, "outputs go to <project-dir>/<project>/"),
     ("--data-path", "data_path", str, "a local data file (jsc: CSV, Parquet or HDF5; table: CSV, Parquet or NPZ)"),
     ("--label-column", "label_column", str, "the column of class labels in your own file (data set table)"),
+    ("--val-size", "val_size", float, "share of the training part kept for validation, 0 < v < 0.9 (default 0.1)"),
     ("--load", "load_name", str, "checkpoint to start from"),
     ("--load-type", "load_type", str, "pl (bitsmith/Lightning checkpoint) or pt (bare state dict)"),
 ]
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_strict(p)
     p.add_argument("--samplers", default="tpe,random", help="comma-separated sampler names (default tpe,random)")
+    p.add_argument("--with", dest="with_configs", action="append", metavar="CONFIG",
+                   help="another search config compared in the same run, with its own sampler (repeatable, or "
+                        "comma-separated); it must have the same model, data and objective metrics")
     p.add_argument("--seeds", type=int, default=5, help="runs per sampler, seeds seed..seed+K-1 (default 5)")
     p.add_argument("--trials", type=int, help="trials per run (default: the config's n_trials)")
     p.add_argument("--tolerance", type=float, default=0.01,
@@ -174,9 +178,17 @@ def run(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     if args.command == "compare":
         from bitsmith.search.compare import run_compare
+        from bitsmith.search.compare.strategies import parse_with
 
+        # Each --with config is read as --config is, under the same flags (checkpoint, data, seed).
+        others = []
+        for path in parse_with(args.with_configs):
+            try:
+                others.append(settings_from_args(argparse.Namespace(**{**vars(args), "config": path})))
+            except BitsmithError as e:
+                raise BitsmithError(f"--with {path}: {e}") from None
         run_compare(settings, args.samplers, args.seeds, args.trials, args.tolerance,
-                    rebuild_truth=args.rebuild_truth, overwrite=args.overwrite)
+                    rebuild_truth=args.rebuild_truth, overwrite=args.overwrite, others=others)
         return 0
     if args.command in ("search", "report"):
         from bitsmith.search import StorageOptions, run_search, write_report

@@ -59,6 +59,9 @@ class Settings(BaseModel):
     load_type: Literal["pl", "pt"] = "pl"
     data_path: str | None = None
     label_column: str | None = Field(None, min_length=1)  # the class column of your own table (dataset "table")
+    # The share of the training part kept as the validation split, on which a search chooses designs;
+    # data._base.VAL_SIZE (0.1) is the recipe's own, so configs without the key split as they always did.
+    val_size: float = Field(0.1, gt=0, lt=0.9, allow_inf_nan=False)
     strict: bool = False  # extension: entries MASE would ignore are errors, not warnings
     # Tables read by the transform and search commands; their schemas live with
     # the passes and runners that read them (check_tables validates them all).

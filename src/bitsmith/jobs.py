@@ -38,7 +38,7 @@ def checkpoint_meta(settings: Settings, data) -> dict[str, Any]:
     """What a checkpoint records so that it can be rebuilt and checked later, the data it was made from
     included (the file, absolute, and the processed contents' digest)."""
     keep = ("max_epochs", "max_steps", "batch_size", "learning_rate", "weight_decay", "optimizer",
-            "scheduler", "seed")
+            "scheduler", "seed", "val_size")
     path = str(Path(settings.data_path).expanduser().resolve()) if settings.data_path else None
     return {"model": settings.model, "dataset": settings.dataset, "in_shape": list(data.in_shape),
             "n_classes": data.n_classes, "settings": {k: getattr(settings, k) for k in keep},
@@ -78,6 +78,7 @@ def from_checkpoint(settings: Settings, meta: dict[str, Any]) -> Settings:
     models only. A user's model by import path is built only when the user
     names it (flag or config), never because a file says so.
     """
+    from bitsmith.data import checkpoint_val_size
     from bitsmith.models import MODELS
 
     update = {}
@@ -94,6 +95,7 @@ def from_checkpoint(settings: Settings, meta: dict[str, Any]) -> Settings:
             update["data_path"] = recorded
         if data.get("label_column") and "label_column" not in settings.model_fields_set:
             update["label_column"] = data["label_column"]
+        update |= checkpoint_val_size(meta.get("settings"), settings.val_size, "val_size" in settings.model_fields_set)
     name = update.get("model")
     if name is not None and name not in MODELS:
         raise BitsmithError(f"checkpoint {settings.load_name} names model {name!r}, which is not a registered model; "
@@ -129,7 +131,7 @@ def prepare(settings: Settings, load: bool = True) -> Prepared:
             raise BitsmithError(f"checkpoint {settings.load_name} was trained on data set {saved!r}, not "
                                 f"{settings.dataset!r}; use dataset = {saved!r} or a checkpoint trained on "
                                 f"{settings.dataset!r}")
-    data = get_dataset(settings.dataset, settings.data_path, settings.label_column)
+    data = get_dataset(settings.dataset, settings.data_path, settings.label_column, settings.val_size)
     recorded = _data_record(settings, meta).get("digest")
     if recorded and data.info.get("digest") and recorded != data.info["digest"]:
         print(f"warning: the data ({settings.data_path or settings.dataset}) is not what checkpoint "
@@ -178,9 +180,9 @@ def file_digest(path) -> str:
     return h.hexdigest()[:16]
 
 
-# Settings that name where things go, or what another command reads: not inputs of a run.
+# Settings that name where things go, what another command reads, or what the data's digest covers: not inputs.
 _NOT_INPUTS = {"project", "project_dir", "strict", "passes", "search", "transform", "load_name", "data_path",
-               "log_every_n_steps"}
+               "log_every_n_steps", "val_size"}
 
 
 def run_inputs(command: str, settings: Settings, p: Prepared, **extra: Any) -> dict[str, Any]:
@@ -306,6 +308,7 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
         render_report,
         report_pass,
     )
+    from bitsmith.passes.widths import print_widths, width_rows
     from bitsmith.runs import start
     from bitsmith.train import evaluate
 
@@ -355,6 +358,8 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
             from bitsmith.passes.luts import print_luts
 
             print_luts(infos["luts"], notes, console)
+        widths = width_rows(graph)  # bits the quantized weights really use, and how many are pruned
+        print_widths(widths, console)  # nothing when no Linear / Conv2d is quantized
         after = evaluate(graph.gm, p.data.test)
         table = io.StringIO(newline="")
         writer = csv.DictWriter(table, fieldnames=list(rows[0]))
@@ -365,7 +370,8 @@ def transform(settings: Settings, console: Console | None = None, overwrite: boo
         ckpt = save_checkpoint(out / "transformed.ckpt", graph.gm, meta)
         summary = {"test_accuracy_before": before["accuracy"], "test_accuracy": after["accuracy"],
                    "test_loss": after["loss"], "checkpoint": str(ckpt), "passes": applied,
-                   "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"}}
+                   "totals": report["totals"], "pass_info": {k: v for k, v in infos.items() if k != "quantize"},
+                   "widths": widths}
         write_atomic(out / "transform.json", json.dumps(summary, indent=2, default=str), "summary")
     run.finish(summary)
     _link_transformed(out.parent)

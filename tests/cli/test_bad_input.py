@@ -183,6 +183,35 @@ def search_with(old: str, new: str) -> str:
     return edit(SEARCH, old, new)
 
 
+LEARNED = SEARCH.replace("""[search.search_space]
+name = "graph/quantize/mixed_precision_ptq"
+
+[search.search_space.setup]
+by = "type"
+
+[search.search_space.seed.default.config]
+name = ["NA"]
+
+[search.search_space.seed.linear.config]
+name = ["integer"]
+data_in_width = [8]
+weight_width = [4, 8]
+bias_width = [8]
+""", """[search.search_space]
+name = "graph/quantize/learned_widths"
+
+[search.search_space.hyper]
+max_epochs = 1
+""")
+
+
+def learned_with(line: str) -> str:
+    """The learned-widths search with one more line in [search.search_space.hyper]."""
+    assert "learned_widths" in LEARNED
+    return edit(LEARNED, "max_epochs = 1\n", f"max_epochs = 1\n{line}\n" if not line.startswith("max_epochs")
+                else f"{line}\n")
+
+
 def setup_with(line: str) -> str:
     """The base search with one more (or an overriding) line in [search.strategy.setup]."""
     key = line.split("=")[0].strip()
@@ -316,6 +345,18 @@ CASES: list[Case] = [
          match=r"learning_rate = inf in the command line: expected a finite number"),
     Case("max-steps-0", [*TRAIN, "--max-steps", "0"], match=r"max_steps = 0 in the command line: expected a value >= 1"),
     Case("batch-size-0", [*TRAIN, "--batch-size", "0"], match=r"batch_size = 0 in the command line: expected a value >= 1"),
+    Case("val-size-0", [*TRAIN, "--val-size", "0"], match=r"val_size = 0\.0 in the command line: expected a value > 0"),
+    Case("val-size-0.9", [*TRAIN, "--val-size", "0.9"],
+         match=r"val_size = 0\.9 in the command line: expected a value < 0\.9"),
+    Case("val-size-nan", [*TRAIN, "--val-size", "nan"],
+         match=r"val_size = nan in the command line: expected a finite number"),
+    Case("toml-val_size-string", ["train", "--config", "{cfg}", "--max-epochs", "1"], toml='val_size = "0.25"\n',
+         match=r"val_size = '0\.25' in .*cfg\.toml: expected a number"),
+    Case("toml-val_size-1", ["train", "--config", "{cfg}", "--max-epochs", "1"], toml="val_size = 1\n",
+         match=r"val_size = 1 in .*cfg\.toml: expected a value < 0\.9"),
+    Case("search-val-size-beyond-checkpoints", [*SEARCH_CMD, "--val-size", "0.25"], toml=SEARCH,
+         match=r"the checkpoint was trained with val_size = 0\.1: a validation split of 0\.25 holds rows it learned "
+               r"from; train with --val-size 0\.25 first"),
     Case("toml-seed-beyond-64-bits", ["train", "--config", "{cfg}", "--max-epochs", "1"], toml=f"seed = {2**70}\n",
          match=rf"seed = {2**70} in .*cfg\.toml: expected a value <= 4294967295"),
     Case("model-cnn-on-flat-data", ["train", "digits-cnn", "digits", "--max-epochs", "1"],
@@ -490,6 +531,21 @@ CASES: list[Case] = [
          match=r"(sampler = 'annealing' in the command line|--sampler annealing\b).*expected a sampler name"),
     Case("search-timeout-0", SEARCH_CMD, toml=setup_with("timeout = 0"),
          match=r"\[search\.strategy\.setup\] timeout = 0 in .*: expected a value > 0"),
+    # --- learned widths ([search.search_space] name = "graph/quantize/learned_widths") ---------------------------
+    Case("learned-beta-range-reversed", SEARCH_CMD, toml=learned_with("beta = { low = 1e-3, high = 1e-6, log = true }"),
+         match=r"\[search\.search_space\.hyper\.beta.*low = 0\.001 is above high = 1e-06"),
+    Case("learned-granularity-unknown", SEARCH_CMD, toml=learned_with('granularity = ["pixel"]'),
+         match=r"granularity.*'pixel'.*expected one of 'layer', 'channel' or 'weight'"),
+    Case("learned-range-quantile-low", SEARCH_CMD, toml=learned_with("range_quantile = [0.2]"),
+         match=r"range_quantile.*0\.2.*expected a value >= 0\.5"),
+    Case("learned-epochs-0", SEARCH_CMD, toml=learned_with("max_epochs = 0"),
+         match=r"max_epochs.*0.*expected a value >= 1"),
+    Case("learned-unknown-key", SEARCH_CMD, toml=learned_with("betta = [1e-5]"),
+         match=r"unknown key 'betta' in \[search\.search_space\.hyper\].*did you mean 'beta'"),
+    Case("learned-log-range-from-0", SEARCH_CMD, toml=learned_with("beta = { low = 0, high = 1e-3, log = true }"),
+         match=r"a log range needs low > 0"),
+    Case("learned-grid-with-ranges", [*SEARCH_CMD, "--sampler", "grid"], toml=learned_with(""),
+         match=r"sampler 'grid' visits every point, and \[search\.search_space\.hyper\] has ranges"),
     # --- [search.strategy.hw_runner.luts] -------------------------------------------------------------------------
     Case("search-luts-timeout-0", SEARCH_CMD, toml=search_with("compare_to = 32\n", LUTS + "timeout_s = 0\n"),
          match=r"\[search\.strategy\.hw_runner\.luts\] timeout_s = 0 in .*: expected a value > 0"),

@@ -189,6 +189,13 @@ def _is_relu(graph: Graph, node) -> bool:
     return node.op == "call_function" and getattr(node.target, "__name__", "") == "relu"
 
 
+def relu_fed(graph: Graph, node) -> bool:
+    """True when ``node``'s one input is a ReLU's output (values >= 0): a signed input format then holds the
+    values of the unsigned format with one bit fewer. The metrics, the widths report and exports share this."""
+    inputs = node.all_input_nodes
+    return len(inputs) == 1 and _is_relu(graph, inputs[0])
+
+
 def _fmts(graph: Graph, node) -> dict[str, Fixed]:
     return (formats(graph.gm.get_submodule(node.target)) or {}) if node.op == "call_module" else {}
 
@@ -221,9 +228,7 @@ def problems(graph: Graph) -> list[Problem]:
         if isinstance(module, nn.Conv2d) and module.groups != 1:
             raise NotDefined(f"layer {node.name!r} is a grouped Conv2d: the luts metric costs dense kernels")
         producer = node.all_input_nodes[0] if len(node.all_input_nodes) == 1 else None
-        fmt = f["data_in"]
-        if producer is not None and _is_relu(graph, producer):
-            fmt = _unsigned(fmt)
+        fmt = _unsigned(f["data_in"]) if relu_fed(graph, node) else f["data_in"]
         came = _relu_format(graph, producer) if producer is not None else None
         users = list(node.users)
         after = users[0] if len(users) == 1 else None

@@ -20,6 +20,14 @@ from bitsmith.errors import BitsmithError
 # the scaler is fitted on what remains for training, so no split leaks.
 MIN_ROWS = 50
 RECIPE = {"version": 1, "dedupe": True, "test_size": 0.2, "val_size": 0.1, "random_state": 42}
+VAL_SIZE = RECIPE["val_size"]  # the default of the val_size setting (config.Settings states it too)
+
+
+def recipe(val_size: float = VAL_SIZE) -> dict:
+    """The recipe with ``val_size`` of the training part as the validation split. The default gives RECIPE
+    itself, so cache entries and data digests made before the setting existed stay valid; the test split
+    never depends on it (the first split does not see it)."""
+    return RECIPE if val_size == VAL_SIZE else {**RECIPE, "val_size": val_size}
 
 
 @dataclass(frozen=True)

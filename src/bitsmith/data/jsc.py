@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitsmith.data._base import DataSplits, cache_dir, cached, split_and_scale, to_splits
+from bitsmith.data._base import VAL_SIZE, DataSplits, cache_dir, cached, recipe, split_and_scale, to_splits
 from bitsmith.data.registry import register_dataset
 from bitsmith.errors import BitsmithError
 
@@ -182,7 +182,7 @@ def download_openml() -> tuple[np.ndarray, np.ndarray]:
 
 @register_dataset("jsc", reads_file=True,
                   description="LHC jet substructure, 16 features, 5 classes (--data-path FILE, cache or OpenML 42468)")
-def load_jsc(data_path: str | None = None) -> DataSplits:
+def load_jsc(data_path: str | None = None, val_size: float = VAL_SIZE) -> DataSplits:
     path = data_path or os.environ.get(ENV_PATH)
     if path:
         p = Path(path).expanduser().resolve()
@@ -196,7 +196,7 @@ def load_jsc(data_path: str | None = None) -> DataSplits:
 
     def build():
         x, y = read()
-        return split_and_scale(x, y, class_names=CLASS_NAMES), {"rows": int(len(x))}
+        return split_and_scale(x, y, recipe(val_size), class_names=CLASS_NAMES), {"rows": int(len(x))}
 
-    arrays, meta = cached("jsc", source, build)
+    arrays, meta = cached("jsc", source, build, recipe(val_size))
     return to_splits("jsc", arrays, (len(FEATURES),), CLASS_NAMES, source, meta)

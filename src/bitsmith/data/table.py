@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitsmith.data._base import DataSplits, cached, split_and_scale, to_splits
+from bitsmith.data._base import VAL_SIZE, DataSplits, cached, recipe, split_and_scale, to_splits
 from bitsmith.data.registry import register_dataset
 from bitsmith.errors import BitsmithError, closest
 
@@ -233,7 +233,8 @@ def read_table(path: str | Path, label: str | None) -> tuple[np.ndarray, np.ndar
 
 @register_dataset(NAME, reads_file=True,
                   description="your own CSV, Parquet or NPZ file: --data-path FILE --label-column NAME")
-def load_table(data_path: str | None = None, label_column: str | None = None) -> DataSplits:
+def load_table(data_path: str | None = None, label_column: str | None = None,
+               val_size: float = VAL_SIZE) -> DataSplits:
     if not data_path:
         raise BitsmithError(f"data set {NAME!r} reads your own file ({SUFFIXES}): give {USAGE}")
     path = Path(data_path).expanduser().resolve()
@@ -247,11 +248,11 @@ def load_table(data_path: str | None = None, label_column: str | None = None) ->
 
     def build():
         x, y, names, features = read_table(path, label_column)
-        arrays = split_and_scale(x, y, class_names=names)
+        arrays = split_and_scale(x, y, recipe(val_size), class_names=names)
         return arrays, {"rows": len(x), "file": str(path), "label_column": label_column,
                         "class_names": list(names), "features": features}
 
-    arrays, meta = cached(NAME, source, build)
+    arrays, meta = cached(NAME, source, build, recipe(val_size))
     in_shape = (int(arrays["x_train"].shape[1]),)
     return to_splits(NAME, arrays, in_shape, tuple(meta["class_names"]), f"file:{path}:sha256={content[:16]}",
                      {**meta, "file": str(path)})

@@ -2,7 +2,10 @@
 
 Per step (each step's output tensor is named after the step, so per-layer outputs can be read back):
 
-* linear: ``Quant(x, data_in)`` -> ``MatMul`` with ``Quant(Wᵀ, weight)`` -> ``Add`` of ``Quant(b, bias)``;
+* linear: ``Quant(x, data_in)`` -> ``MatMul`` with ``Quant(Wᵀ, weight)`` -> ``Add`` of ``Quant(b, bias)``; when a
+  ReLU produces ``x`` (values >= 0) and ``data_in`` is signed with w >= 2 bits, the input ``Quant`` is unsigned
+  with w - 1 bits and the same scale: the same grid and largest value, so the same results, and QONNX tools
+  (FINN, hls4ml) see the unsigned type that bitsmith's luts metric costs;
 * relu: ``Quant(x, data_in)`` (unsigned) -> ``Relu``;
 * batchnorm1d: ``Mul(scale)`` -> ``Add(shift)`` in float32.
 
@@ -59,6 +62,16 @@ def _fmt_json(fmt: Fixed | None) -> dict[str, Any] | None:
     return None if fmt is None else {"width": fmt.width, "frac": fmt.frac, "signed": fmt.signed}
 
 
+def input_quant(plan: Plan, i: int) -> Fixed | None:
+    """The format of step ``i``'s input ``Quant``: a Linear after a ReLU reads values >= 0, so a signed w-bit
+    format is written unsigned with w - 1 bits (1 bit stays: ``_check_format`` refuses it)."""
+    fmt = plan.steps[i].data_in
+    if (fmt is not None and fmt.signed and fmt.width >= 2 and plan.steps[i].kind == "linear" and i > 0
+            and plan.steps[i - 1].kind == "relu"):
+        return Fixed(fmt.width - 1, fmt.frac, False)
+    return fmt
+
+
 def _check_format(step: Step, part: str, fmt: Fixed | None) -> None:
     if fmt is None:
         return
@@ -112,14 +125,15 @@ def qonnx_model(plan: Plan):
     if not plan.steps:
         raise BitsmithError(f"cannot export {plan.model} to QONNX: it has no layers")
     b, h, features, meta = _Builder(onnx), INPUT, plan.in_features, []
-    for s in plan.steps:
+    for i, s in enumerate(plan.steps):
         for part, fmt in (("input", s.data_in), ("weight", s.weight_fmt), ("bias", s.bias_fmt)):
             _check_format(s, part, fmt)
+        x_fmt = input_quant(plan, i)
         if s.kind == "linear":
             out_f, in_f = s.weight.shape
             if in_f != features:
                 raise BitsmithError(f"cannot export {s.name}: it takes {in_f} features but gets {features}")
-            x = b.quant(h, s.data_in, f"{s.name}_in_q")
+            x = b.quant(h, x_fmt, f"{s.name}_in_q")
             w = b.quant(b.const(f"{s.name}_weight", s.weight.T), s.weight_fmt, f"{s.name}_weight_q")
             if s.bias is None:
                 h = b.node("MatMul", [x, w], s.name, name=s.name)
@@ -137,7 +151,7 @@ def qonnx_model(plan: Plan):
             h = b.node("Add", [mul, b.const(f"{s.name}_shift", s.shift)], s.name, name=s.name)
         else:
             raise BitsmithError(f"cannot export {s.name} to QONNX: unknown layer kind {s.kind!r}")
-        meta.append({"name": s.name, "kind": s.kind, "data_in": _fmt_json(s.data_in),
+        meta.append({"name": s.name, "kind": s.kind, "data_in": _fmt_json(s.data_in), "input_quant": _fmt_json(x_fmt),
                      "weight": _fmt_json(s.weight_fmt), "bias": _fmt_json(s.bias_fmt)})
 
     helper, f32 = onnx.helper, onnx.TensorProto.FLOAT

@@ -18,6 +18,7 @@ from bitsmith.graph import Graph, trace
 # Importing the pass modules registers their passes (in this order: it is the order they are listed in).
 from bitsmith.passes import analysis as _analysis  # noqa: F401
 from bitsmith.passes import channels as _channels  # noqa: F401
+from bitsmith.passes import fold as _fold  # noqa: F401
 from bitsmith.passes import luts as _luts  # noqa: F401
 from bitsmith.passes import quantize as _quantize  # noqa: F401
 from bitsmith.passes import report as _report  # noqa: F401

@@ -3,7 +3,11 @@
 All figures are per sample (batch size 1), from the shapes that shape
 propagation recorded. Float layers count 32 bits. FLOPs are what PyTorch's
 ``FlopCounterMode`` counts (2 per MAC); the rest of the arithmetic (bias adds,
-normalisation, activations, pooling) is ``elementwise_ops``.
+normalisation, activations, pooling) is ``elementwise_ops``. BOPs are MACs x
+weight bits x input bits. A signed w-bit input that a ReLU produces (w >= 2)
+counts w - 1 bits, in BOPs and in the activation bits: its values are >= 0, so
+they are exactly those of the unsigned (w - 1)-bit format (as the luts metric
+and the exports count it).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from typing import Any
 
 from pydantic import Field
 
+from bitsmith.cost.network import relu_fed
 from bitsmith.graph import Graph, NodeInfo, numel
 from bitsmith.passes.registry import NoSettings, parse_pass, register_pass
+from bitsmith.quant import Fixed
 from bitsmith.schema import Table
 
 FLOAT_BITS = 32
@@ -57,6 +63,14 @@ def _bits(fmt) -> int:
     return fmt.width if fmt is not None else FLOAT_BITS
 
 
+def input_format(fmt: Fixed | None, after_relu: bool) -> Fixed | None:
+    """The format an input in ``fmt`` is counted in: unsigned with one bit fewer when it is signed and a ReLU
+    produces it (its sign bit is always 0); a 1-bit format stays as it is."""
+    if fmt is not None and after_relu and fmt.signed and fmt.width >= 2:
+        return Fixed(fmt.width - 1, fmt.frac, False)
+    return fmt
+
+
 def analyze(graph: Graph) -> dict[str, Any]:
     """Every per-node and total figure the analysis passes report."""
     from bitsmith.quant import formats
@@ -65,6 +79,7 @@ def analyze(graph: Graph) -> dict[str, Any]:
     tot = {"params": 0, "macs": 0, "flops": 0, "elementwise_ops": 0, "bops": 0, "weight_bits": 0,
            "bias_bits": 0, "other_param_bits": 0, "activation_bits": 0, "activation_elems": 0, "qweight_bits": 0,
            "qweight_elems": 0}
+    fx_nodes = {n.name: n for n in graph.gm.graph.nodes}
     for name, info in graph.nodes.items():
         if info.op != "call_module":
             continue
@@ -78,7 +93,7 @@ def analyze(graph: Graph) -> dict[str, Any]:
         b_bits = b.numel() * _bits(fmts.get("bias")) if b is not None else 0
         other = (info.params - (w.numel() if w is not None else 0) - (b.numel() if b is not None else 0)) * FLOAT_BITS
         in_elems = numel(info.in_shapes[0]) if info.in_shapes else 0
-        in_width = _bits(fmts.get("data_in"))
+        in_width = _bits(input_format(fmts.get("data_in"), relu_fed(graph, fx_nodes[name])))
         bops = macs * _bits(fmts.get("weight")) * in_width
         row = {"type": info.module_type, "params": info.params, "macs": macs, "flops": flops,
                "elementwise_ops": node_elementwise_ops(info, module, macs), "bops": bops,

@@ -23,6 +23,9 @@ reason given where it is used:
 * ``RDBStorage._create_new_trial``: what Optuna's trial cache for database
   storages calls to make a trial, bypassing ``create_new_trial``; overridden so
   that a study's total holds across processes (``storage/limit.py``).
+* a pruner's ``prune(study, trial)`` given a stand-in study and trials whose intermediate values are
+  a user attribute (``report_and_prune``): Optuna's ``Trial.report`` refuses multi-objective studies,
+  and its pruners read only ``direction`` and ``get_trials`` of the study they are given.
 
 Optuna may change any of these in any release. ``TESTED`` lists the minor
 versions whose own storage, study and trial tests pass in the journal mode
@@ -144,3 +147,40 @@ class _BruteForce(optuna.samplers.BruteForceSampler):
     def _populate_tree(tree, trials, params):
         full = max((len(t.params) for t in trials), default=0)
         optuna.samplers.BruteForceSampler._populate_tree(tree, [t for t in trials if len(t.params) == full], params)
+
+
+# -- pruners ----------------------------------------------------------------------------------------
+
+class _Peers:
+    """What a pruner reads of a study: the trials a trial is compared with, one direction (accuracy up)."""
+
+    direction = optuna.study.StudyDirection.MAXIMIZE
+
+    def __init__(self, trials: list[FrozenTrial]):
+        self._trials = trials
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+
+def _with_history(t: FrozenTrial, history: list[float]) -> FrozenTrial:
+    """``t`` as a pruner sees it: ``history`` (one value per step, from 1) as its intermediate values."""
+    return FrozenTrial(number=t.number, state=t.state, value=None, values=t.values, datetime_start=t.datetime_start,
+                       datetime_complete=t.datetime_complete, params=t.params, distributions=t.distributions,
+                       user_attrs={}, system_attrs={}, intermediate_values=dict(enumerate(history, 1)),
+                       trial_id=trial_id(t))
+
+
+def report_and_prune(trial: optuna.Trial, pruner: optuna.pruners.BasePruner, history: list[float],
+                     history_attr: str, peer_param: str) -> bool:
+    """Record this trial's ``history`` (a value per step so far) in its user attribute ``history_attr`` and ask
+    ``pruner`` whether to stop it, comparing only with finished trials whose ``peer_param`` is at least this
+    trial's. The values are not Optuna intermediate values: ``Trial.report`` refuses multi-objective studies,
+    and TPE reads a pruned trial's intermediate values with a single direction."""
+    trial.set_user_attr(history_attr, list(history))
+    me = trial.storage.get_trial(trial_id(trial))
+    mine = me.params.get(peer_param)
+    peers = [_with_history(t, t.user_attrs.get(history_attr, []))
+             for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+             if mine is None or t.params.get(peer_param, -float("inf")) >= mine]
+    return pruner.prune(_Peers(peers), _with_history(me, history))

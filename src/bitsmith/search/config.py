@@ -155,6 +155,7 @@ def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str,
     """Check the ``[search]`` tables; ``overrides`` are command-line flags (sampler, n_trials, ...)."""
     from bitsmith.search.runners import make_runners, produced, producer_of
     from bitsmith.search.samplers import SAMPLERS
+    from bitsmith.search.learned import LEARNED_SPACE, parse_learned
     from bitsmith.search.spaces import parse_space
 
     if not search:
@@ -168,7 +169,10 @@ def parse_search(search: dict[str, Any], top_seed: int = 0, overrides: dict[str,
         search = {**search, "strategy": {**strategy, "setup": {**setup, **given}}}
     table = parse(SearchTable, search, ("search",), source)
     strategy = table.strategy
-    space = parse_space(table.search_space, source)
+    if table.search_space.get("name") == LEARNED_SPACE:
+        space = parse_learned(table.search_space, source)
+    else:
+        space = parse_space(table.search_space, source)
     runners = make_runners(strategy.sw_runner, strategy.hw_runner, source)
     available = produced(runners)
     warnings = []

@@ -37,6 +37,7 @@ def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: 
     from bitsmith.graph import trace
     from bitsmith.jobs import check_output_dir, prepare
     from bitsmith.search.config import parse_search
+    from bitsmith.search.learned import LearnedSpace, LearnedSpec, check_learned
     from bitsmith.search.runners import Context
     from bitsmith.search.spaces import build_space, check_space
     from bitsmith.search.study import Objective
@@ -48,8 +49,12 @@ def prepare_search(settings: Settings, overrides: dict[str, Any] | None, notes: 
     root = p.settings.output_dir / "search"  # the checkpoint may name the model and data set, and so the project
     check_output_dir(root)
     base = trace(p.model.eval(), p.data.in_shape)
-    space = build_space(base, cfg.space, notes)
-    check_space(base, space)
+    if isinstance(cfg.space, LearnedSpec):
+        check_learned(cfg.space, cfg.setup.sampler, SAMPLERS[cfg.setup.sampler].exhaustive)
+        space = LearnedSpace(cfg.space)
+    else:
+        space = build_space(base, cfg.space, notes)
+        check_space(base, space)
     if SAMPLERS[cfg.setup.sampler].exhaustive and space_size(space.params) > MAX_POINTS:
         raise BitsmithError(f"sampler {cfg.setup.sampler!r} visits every point, and this space has "
                             f"{space_size(space.params):,} (at most {MAX_POINTS:,}); use tpe, random or qmc, or "
@@ -66,7 +71,8 @@ def default_study_name(settings: Settings) -> str:
 def space_size(params: dict[str, list[Any]]) -> int:
     import math
 
-    return math.prod(len(c) for c in params.values())
+    # a range (learned widths) holds more points than any exhaustive sampler could visit
+    return math.prod(len(c) if isinstance(c, list) else MAX_POINTS + 1 for c in params.values())
 
 
 def record(search: Search) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from bitsmith.search.runners import produced
 from bitsmith.search.storage import StorageOptions, hide_password, open_storage, resolve_study_name, study_names
 from bitsmith.search.studies import objective_names, open_study, optuna_quiet, study_settings
 from bitsmith.search.study import best_trials, build_candidate, is_feasible
-from bitsmith.search.table import print_best
+from bitsmith.search.table import Rows, print_best
+from bitsmith.stats import accuracy_interval
 
 
 def write_outputs(search, study, console, storage: str | None, full: bool = True) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
     tests, entries = {}, []
     luts = next((r for r in cfg.runners if r.name == "luts"), None)
     for t in best if full else []:
-        graph, passes = build_candidate(base, objective.space, t.params)  # a stored point: it built before
+        graph, passes = build_candidate(base, objective.space, t.params, objective.ctx, number=t.number)
         graph, _, _ = objective.measure(graph)  # re-runs basic_train when configured (seeded: same weights)
         test = evaluate(graph.gm, objective.ctx.data.test, objective.ctx.device)
         tests[t.number] = test
@@ -66,12 +67,17 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
             entries[-1]["luts_layers"] = luts.layers(graph)
     if not full:
         entries = [trial_row(t) for t in best]
+    rows, intervals = accuracy_rows(search), {}
+    if "accuracy" in produced(cfg.runners):
+        entries = [{**e, "accuracy_interval": _intervals(e, rows)} for e in entries]
+        intervals = {"accuracy_interval": {"level": 0.95, "method": "wilson",
+                                           "rows": {"validation": rows.val, "test": rows.test}}}
     names = objective_names(cfg)
     fronts = _fronts(trials, cfg)
     write_atomic(out / "best.json", json.dumps(
         {"study": study.study_name, "storage": hide_password(storage) if storage else str(search.journal),
          "directions": cfg.directions,
-         "metrics": [m.__dict__ for m in cfg.metrics], "best": entries,
+         "metrics": [m.__dict__ for m in cfg.metrics], **intervals, "best": entries,
          **({"fronts": fronts} if fronts else {})}, indent=1, default=str), "table")
     plots = []
     if full and any(t.state.name == "COMPLETE" for t in trials):
@@ -80,7 +86,7 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
         if len(cfg.metrics) >= 2:
             plot_pareto(trials, best, cfg.metrics[1].name, cfg.metrics[0].name, out / "pareto.png")
             plots.append(out / "pareto.png")
-    print_best(best, tests, console)
+    print_best(best, tests, console, rows)
     _print_luts(entries, console)
     if fronts:
         for line in report_lines(fronts):
@@ -93,6 +99,33 @@ def write_outputs(search, study, console, storage: str | None, full: bool = True
                   + "".join(f", {p.name}" for p in plots), highlight=False)
     return {"study": study.study_name, "n_trials": len(trials), "best": entries, "out": str(out),
             "states": states}
+
+
+def accuracy_rows(search) -> Rows:
+    """The rows each accuracy is a fraction of (for its 95% interval), and what would give the validation
+    figures more of them: all of the split when ``num_samples`` caps it, else a larger ``val_size``."""
+    from bitsmith.data import recipe, split_sizes
+
+    data, evaluation = search.objective.ctx.data, next((r for r in search.cfg.runners
+                                                         if r.name == "basic_evaluation"), None)
+    if evaluation is None:
+        return Rows(test=len(data.test))
+    val, cap = evaluation.rows(len(data.val)), evaluation.settings.num_samples
+    if cap and cap < len(data.val):
+        remedy = f"drop num_samples = {cap} from basic_evaluation (the split has {len(data.val):,} rows)"
+    else:
+        larger = next((v for v in (0.25, 0.5) if v > search.settings.val_size), None)
+        total = len(data.train) + len(data.val) + len(data.test)
+        remedy = (f"set val_size = {larger} ({split_sizes(total, recipe(larger))['val']:,} rows) and train the model "
+                  "with it too" if larger else "give the data set more rows")
+    return Rows(val, len(data.test), macro=val is None, remedy=remedy)
+
+
+def _intervals(entry: dict[str, Any], rows: Rows) -> dict[str, list[float] | None]:
+    """A design's validation and test accuracies' 95% intervals (None: not a count of rows)."""
+    val = accuracy_interval((entry.get("software_metrics") or {}).get("accuracy"), rows.val)
+    test = accuracy_interval((entry.get("test_metrics") or {}).get("accuracy"), rows.test)
+    return {"validation": val and list(val), "test": test and list(test)}
 
 
 def _fronts(trials, cfg) -> dict[str, Any] | None:
@@ -138,6 +171,8 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "hardware_metrics": t.user_attrs.get("hardware_metrics"),
         "scaled_metrics": t.user_attrs.get("scaled_metrics"),
         "config": t.user_attrs.get("config"),
+        # learned widths: training time, pruned share, validation accuracy after each epoch
+        **{k: t.user_attrs[k] for k in ("learned", "val_accuracy_by_epoch") if k in t.user_attrs},
     }
 
 

@@ -15,11 +15,18 @@ from bitsmith.search import _optuna
 from bitsmith.search.config import SearchConfig
 from bitsmith.search.process import WORKER, WORKER_ATTR
 from bitsmith.search.runners import Context
+from bitsmith.search.learned import LearnedSpace
 from bitsmith.search.spaces import JointSpace, SeedSpace
 
 
-def build_candidate(base: Graph, space: SeedSpace | JointSpace, chosen: dict[str, Any]) -> tuple[Graph, list]:
-    """The candidate for one point of the space, and the passes that made it."""
+def build_candidate(base: Graph, space: SeedSpace | JointSpace | LearnedSpace, chosen: dict[str, Any],
+                    ctx: Context | None = None, trial: optuna.Trial | None = None,
+                    number: int | None = None) -> tuple[Graph, list]:
+    """The candidate for one point of the space, and the passes that made it. A learned-widths point trains
+    (seeded: the same point gives the same design), reporting each epoch to ``trial``'s pruner; finished
+    trial ``number``'s design is read back when it was kept."""
+    if isinstance(space, LearnedSpace):
+        return space.build(base, chosen, ctx, trial, number)
     passes = space.passes(chosen)
     graph = base
     for name, cfg in passes:
@@ -33,7 +40,7 @@ class Objective:
 
     cfg: SearchConfig
     base: Graph
-    space: SeedSpace | JointSpace
+    space: SeedSpace | JointSpace | LearnedSpace
     ctx: Context
 
     def __post_init__(self):
@@ -79,13 +86,14 @@ class Objective:
         flush = getattr(trial.storage, "flush", lambda trial_id: None)  # the journal defers its records
         trial.storage.set_trial_system_attr(trial_id, WORKER_ATTR, WORKER)
         flush(trial_id)
-        chosen = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
+        chosen = {name: (self.space.suggest(trial, name) if isinstance(self.space, LearnedSpace)
+                         else trial.suggest_categorical(name, choices)) for name, choices in self.params.items()}
         flush(trial_id)  # the point is on disk before it is measured: other workers and a resume see it
         self.computing = True  # a stop signal lands here at once; during storage calls it waits (signals.py)
         try:  # settings that cannot be combined prune the trial; any other error stops the search
             if self.on_start is not None:
                 self.on_start()  # a signal that came while the point was written
-            graph, passes = build_candidate(self.base, self.space, chosen)
+            graph, passes = build_candidate(self.base, self.space, chosen, self.ctx, trial)
             graph, sw, hw = self.measure(graph)
         except CandidateError as e:
             self.computing = False

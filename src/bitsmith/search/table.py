@@ -1,12 +1,16 @@
-"""The best-trials table a search prints: one row per chosen design, its objective metrics, and what its
-passes set per layer (``linear w8.4 a6.3 b4.2``), laid out for 80 columns."""
+"""The best-trials table a search prints: one row per chosen design, its objective metrics (an accuracy with
+its 95% interval), and what its passes set per layer (``linear w8.4 a6.3 b4.2``), laid out for 80 columns;
+then the test split's figures, and a note when the validation split cannot tell the front's designs apart."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
+
+from bitsmith.stats import accuracy_interval, crowded
 
 
 def _show(v: Any) -> Any:
@@ -165,12 +169,51 @@ def _grid(headers: list[str], rows: list[list[str]], width: int, designs: list[l
     return [*(Text(x, style="bold") for x in head), Text(rule), *map(Text, body)], beside
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The rows each accuracy is a fraction of, for its 95% interval (None: not a count of rows, as a macro
+    average; or not known), and what would give the validation figures more rows."""
+
+    val: int | None = None
+    test: int | None = None
+    macro: bool = False  # the validation accuracy is a mean over classes: no count, no interval
+    remedy: str = ""  # e.g. "set val_size = 0.25 (360 rows) and train the model with it too"
+
+
+def _with_interval(accuracy: float | None, n: int | None) -> str:
+    """``0.9722 (0.939–0.991)``: the accuracy and its 95% Wilson interval; the plain figure without a count."""
+    ci = accuracy_interval(accuracy, n)
+    return _cell(accuracy) if ci is None else f"{accuracy:.4f} ({ci[0]:.3f}–{ci[1]:.3f})"
+
+
+def crowded_note(best: list[optuna.trial.FrozenTrial], rows: Rows) -> str | None:
+    """One line when the validation split is too small to tell a front's designs apart (``stats.crowded``:
+    two or more designs within a neighbour's 95% interval); None otherwise, and for a single objective."""
+    accuracies = [_raw(t).get("accuracy") for t in best]
+    if len(best) < 2 or len(best[0].values) < 2 or not rows.val or any(a is None for a in accuracies):
+        return None
+    tied = crowded(accuracies, rows.val)
+    if tied < 2:
+        return None
+    fix = f"; to tell them apart, {rows.remedy}" if rows.remedy else ""
+    return (f"note: validation accuracy counts {rows.val:,} rows (one row = {100 / rows.val:.2f} points): {tied} of "
+            f"{len(best)} front designs are within a neighbour's 95% interval{fix}; see docs/search.md, \"Choosing "
+            "on validation\"")
+
+
+def _raw(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {**(t.user_attrs.get("software_metrics") or {}), **(t.user_attrs.get("hardware_metrics") or {})}
+
+
 def _objective_names(t: optuna.trial.FrozenTrial) -> list[str]:
     return list((t.user_attrs.get("scaled_metrics") or {}).keys())
 
 
-def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, float]], console) -> None:
-    """One row per chosen design: its objective metrics, then what its passes set per layer."""
+def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, float]], console,
+               rows: Rows = Rows()) -> None:
+    """One row per chosen design: its objective metrics (an accuracy with its 95% interval where ``rows``
+    says how many rows it counts), then what its passes set per layer; a note when the validation split
+    cannot tell the front's designs apart."""
     width = min(console.width, TABLE_WIDTH)
 
     def say(text) -> None:
@@ -181,27 +224,31 @@ def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, 
         return
     names = _objective_names(best[0])
 
-    def raw(t):
-        return {**(t.user_attrs.get("software_metrics") or {}), **(t.user_attrs.get("hardware_metrics") or {})}
+    def cell(t, name: str) -> str:
+        return _with_interval(_raw(t).get(name), rows.val) if name == "accuracy" else _cell(_raw(t).get(name))
 
     # One objective that is not a metric as measured (a weighted sum, a scaled metric) gets a column too.
-    summed = len(best[0].values) == 1 and (len(names) != 1 or best[0].values[0] != raw(best[0]).get(names[0]))
-    rows = sorted(best, key=lambda t: tuple(t.values))  # in order along the front
+    summed = len(best[0].values) == 1 and (len(names) != 1 or best[0].values[0] != _raw(best[0]).get(names[0]))
+    ordered = sorted(best, key=lambda t: tuple(t.values))  # in order along the front
     headers = ["trial", *(_header(n) for n in names)]
     if summed:
         headers.append(_header("weighted sum") if len(names) > 1 else "objective")
-    cells = [[str(t.number), *(_cell(raw(t).get(n)) for n in names), *([_cell(t.values[0])] if summed else [])]
-             for t in rows]
-    lines, beside = _grid(headers, cells, width, [design_items(t.user_attrs.get("config")) for t in rows])
+    cells = [[str(t.number), *(cell(t, n) for n in names), *([_cell(t.values[0])] if summed else [])]
+             for t in ordered]
+    lines, beside = _grid(headers, cells, width, [design_items(t.user_attrs.get("config")) for t in ordered])
     what = (f"the Pareto front, {len(best)} design{'s' * (len(best) != 1)}" if len(best[0].values) > 1
             else "the best feasible design")
     say(f"Best trial(s): {what}")
     for line in lines:
         say(line)
-    used = {p for t in rows for p, _ in (t.user_attrs.get("config") or [])}
+    used = {p for t in ordered for p, _ in (t.user_attrs.get("config") or [])}
     notes = [] if beside else ["under each row: its design, per layer table"]
     if {"accuracy", "loss"} & set(names):
-        notes.append("accuracy, loss: on the validation split")
+        notes.append("accuracy, loss: on the validation split" + (f" ({rows.val:,} rows)" if rows.val else ""))
+    if "accuracy" in names and rows.val:
+        notes.append("(a–b): the accuracy's 95% interval (Wilson score)")
+    elif "accuracy" in names and rows.macro:
+        notes.append("accuracy: a mean over classes (macro), so no interval: it is not a count of rows")
     if "quantize" in used:
         notes.append("w/a/b: weight/layer-input/bias format as width.frac (bits, of which fractional)")
     if "channel_multiply" in used:
@@ -209,10 +256,18 @@ def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, 
     notes.append("every metric of these trials: best.json; of every trial: trials.csv")
     say("\n".join(notes))
     if tests:
-        say("Test split (re-evaluated; validation figures above chose the designs):")
-        ordered = [t.number for t in rows if t.number in tests]
+        shown = f", {rows.test:,} rows" if rows.test else ""
+        say(f"Test split{shown} (re-evaluated; validation figures above chose the designs):")
+        numbers = [t.number for t in ordered if t.number in tests]
         test_lines, _ = _grid(["trial", "accuracy", "loss"],
-                              [[str(n), f"{tests[n]['accuracy']:.4f}", f"{tests[n]['loss']:.4f}"] for n in ordered],
-                              width)
+                              [[str(n), _test_accuracy(tests[n]["accuracy"], rows.test), f"{tests[n]['loss']:.4f}"]
+                               for n in numbers], width)
         for line in test_lines:
             say(line)
+    note = crowded_note(best, rows) if "accuracy" in names else None
+    if note:
+        say(note)
+
+
+def _test_accuracy(accuracy: float, n: int | None) -> str:
+    return _with_interval(accuracy, n) if n else f"{accuracy:.4f}"

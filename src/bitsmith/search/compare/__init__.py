@@ -1,10 +1,12 @@
-"""`bitsmith compare`: how sample-efficient each sampler is on one search's space.
+"""`bitsmith compare`: how sample-efficient each sampler is on one search's space, and each strategy (another
+config's space and sampler, ``--with``) beside them.
 
 Every point of a small enough space is evaluated once (the ground truth,
 ``truth``) and kept in a table beside the project, keyed by the search's record
 digest; the sampler runs (in-memory Optuna studies, one per sampler and seed)
-only look points up. ``measure`` turns runs into curves and figures, ``output``
-prints and writes them. See docs/compare.md for what is computed.
+only look points up. ``strategies`` names what is compared and checks that other
+configs measure the same thing; ``measure`` turns runs into curves and figures,
+``output`` prints and writes them. See docs/compare.md for what is computed.
 
 A table is checked when it is read (its key and a digest of its points); a
 damaged one stops the command until ``--rebuild-truth`` evaluates it again,
@@ -27,17 +29,19 @@ from bitsmith.files import write_atomic
 from bitsmith.runs import start
 from bitsmith.search.compare.measure import Measure, losses, summarise
 from bitsmith.search.compare.output import json_safe, plot, print_fronts, print_table, write_curves
-from bitsmith.search.compare.truth import REBUILD_FLAG, Table, run_one, truth_key
+from bitsmith.search.compare.strategies import (WITH_FLAG, exhaustive_refusal, make_strategies, noisy_reason,
+                                                prepare_others, reuse_inputs, size_text)
+from bitsmith.search.compare.truth import REBUILD_FLAG, run_one, truth_key
 from bitsmith.search.fronts import compare_fronts, designs_from_points
 from bitsmith.search.prepare import prepare_search, space_size
 from bitsmith.search.runners import produced
 from bitsmith.search.samplers import ALIASES, SAMPLERS, public_names
 from bitsmith.search.studies import optuna_quiet
+from bitsmith.search.threads import search_threads
 
 MAX_TRUTH = 4096  # at most this many points are evaluated for the ground truth
 MAX_SEEDS = 1000
 MAX_COMPARE_TRIALS = 100_000
-NOISY_RUNNERS = ("basic_train",)  # results depend on training: evaluated per trial, never looked up
 FRONTS = ("accuracy", "luts", "bops")  # recorded together: the fronts under luts and under bops are compared
 
 
@@ -109,19 +113,29 @@ class Progress:
 
 
 def run_compare(settings: Settings, samplers: str, seeds: int, trials: int | None, tolerance: float = 0.01,
-                console=None, rebuild_truth: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Compare samplers on the search ``settings`` describes, into a run folder ``compare/version_N``; a finished
-    comparison with the same inputs is reused (``overwrite``: run it again)."""
+                console=None, rebuild_truth: bool = False, overwrite: bool = False,
+                others: list[Settings] | tuple = ()) -> dict[str, Any]:
+    """Compare samplers on the search ``settings`` describes, and the searches of ``others`` (``--with``, each
+    with its own sampler), into a run folder ``compare/version_N``; a finished comparison with the same inputs
+    is reused (``overwrite``: run it again)."""
     from bitsmith.jobs import make_console
 
     names = parse_samplers(samplers)
     check_numbers(seeds, trials, tolerance)
     console = console or make_console()
-    with optuna_quiet(), Progress(console) as progress:
-        return _compare(settings, names, seeds, trials, tolerance, console, rebuild_truth, overwrite, progress)
+    import torch
+
+    old_threads = torch.get_num_threads()
+    try:
+        with optuna_quiet(), Progress(console) as progress:
+            return _compare(settings, names, seeds, trials, tolerance, console, rebuild_truth, overwrite, progress,
+                            list(others))
+    finally:
+        torch.set_num_threads(old_threads)
 
 
-def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwrite, progress) -> dict[str, Any]:
+def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwrite, progress,
+             others) -> dict[str, Any]:
     from bitsmith.jobs import check_output_dir
 
     t_start = time.perf_counter()
@@ -129,6 +143,9 @@ def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwr
     search = prepare_search(settings, {"sampler": "random"}, settings.notes)
     settings = search.settings  # the checkpoint may name the model and data set, and so the project
     cfg, params = search.cfg, search.objective.params
+    import torch
+
+    torch.set_num_threads(search_threads(cfg, len(search.objective.ctx.data.val)))  # as a search does, once
     n_trials = trials or cfg.setup.n_trials
     directions = cfg.directions
     if not params:
@@ -139,26 +156,34 @@ def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwr
             raise BitsmithError(f"sampler {n!r} optimizes one objective, but this search has {len(directions)}; "
                                 "drop it from --samplers or set sum_scaled_metrics = true")
     size = space_size(params)
-    noisy = [r.name for r in cfg.runners if r.name in NOISY_RUNNERS]
+    noisy = noisy_reason(search)
     exhaustive = [n for n in names if SAMPLERS[n].exhaustive]
-    truth = size <= MAX_TRUTH and not noisy
-    if not truth and exhaustive:
-        why = (f"{size:,} points (ground truth is kept for at most {MAX_TRUTH:,})" if size > MAX_TRUTH
-               else f"runner {noisy[0]} (its results depend on training, so there is no ground truth)")
-        raise BitsmithError(f"--samplers {','.join(exhaustive)} visit every point, but this space has {why}; "
-                            "compare tpe, random, nsgaii, qmc or gp instead, or give fewer choices")
+    refused = exhaustive_refusal(search, exhaustive, f"--samplers {','.join(exhaustive)} visit", MAX_TRUTH)
+    if refused:
+        raise refused
     if rebuild and noisy:
-        raise BitsmithError(f"{REBUILD_FLAG}: runner {noisy[0]} depends on training, so this search has no "
-                            f"ground-truth table to rebuild; drop {REBUILD_FLAG}")
+        raise BitsmithError(f"{REBUILD_FLAG}: {noisy}, so this search has no ground-truth table to rebuild; "
+                            f"drop {REBUILD_FLAG}")
+    extra = prepare_others(search, others)
+    for o in extra:
+        own = o.cfg.setup.sampler
+        if SAMPLERS[own].exhaustive and (refused := exhaustive_refusal(
+                o, [own], f"{WITH_FLAG} {o.settings.source}: its sampler {own} visits", MAX_TRUTH)):
+            raise refused
+    # Across configs there is no ground truth: every strategy is measured against the best any run found.
+    truth = not extra and size <= MAX_TRUTH and not noisy
     out = settings.output_dir / "compare"
     check_output_dir(out)
     key = truth_key(search)
-    table = Table(search, None if noisy else out / f"truth_{key}.json", key, rebuild)
-    console.print(f"compare: model={settings.model} dataset={settings.dataset} space={size:,} points "
-                  f"samplers={','.join(names)} seeds={seeds} trials={n_trials} tolerance={tolerance:g}",
-                  highlight=False)
-    run = start(out, {"command": "compare", "key": key, "samplers": names, "seed": cfg.seed, "seeds": seeds,
-                      "trials": n_trials, "tolerance": tolerance}, overwrite or rebuild)
+    strategies = make_strategies(search, names, extra, out, rebuild)
+    console.print(f"compare: model={settings.model} dataset={settings.dataset} space={size_text(search)} "
+                  f"{'strategies' if extra else 'samplers'}={','.join(s.name for s in strategies)} seeds={seeds} "
+                  f"trials={n_trials} tolerance={tolerance:g}", highlight=False)
+    inputs = {"command": "compare", "key": key, "samplers": names, "seed": cfg.seed, "seeds": seeds,
+              "trials": n_trials, "tolerance": tolerance}
+    if extra:
+        inputs |= {"with": reuse_inputs(extra), "strategies": [s.name for s in strategies]}
+    run = start(out, inputs, overwrite or rebuild)
     if run.reused:
         done = run.reuse()
         console.print(done.get("table", ""), end="", markup=False, highlight=False, soft_wrap=True)
@@ -167,7 +192,7 @@ def _compare(settings, names, seeds, trials, tolerance, console, rebuild, overwr
                       highlight=False)
         return {**json.loads((run.dir / "summary.json").read_text()), "out": str(run.dir), "reused_run": True}
     with run:  # a failure before anything is written leaves no run folder
-        return _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, size, rebuild, console,
+        return _runs(run, strategies, bool(extra), seeds, n_trials, tolerance, truth, size, rebuild, console,
                      progress, t_start)
 
 
@@ -191,11 +216,15 @@ def two_fronts(cfg, table, histories, truth: bool) -> dict[str, Any] | None:
     return {**compare_fronts(designs, FRONTS[1], FRONTS[2]), "over": over}
 
 
-def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, size, rebuild, console, progress,
+def _runs(run, strategies, several, seeds, n_trials, tolerance, truth, size, rebuild, console, progress,
           t_start) -> dict[str, Any]:
-    """The ground truth, then every sampler over every seed; results into the run's folder."""
+    """The ground truth, then every strategy over every seed; results into the run's folder. ``several``:
+    strategies come from more than one config (``--with``)."""
+    main = strategies[0]
+    search, table = main.search, main.table
     cfg, params, directions = search.cfg, search.objective.params, search.cfg.directions
     signs = [1 if d == "maximize" else -1 for d in directions]
+    tables = list({id(s.table): s.table for s in strategies}.values())
     out, key = run.dir, table.key
     if truth:
         before = len(table.rows)
@@ -213,69 +242,83 @@ def _runs(run, search, table, names, seeds, n_trials, tolerance, truth, noisy, s
         if rebuild:
             what = f"rebuilt, {what}"
         console.print(f"ground truth: {what}, {size:,} points, table {table.path}", highlight=False)
-    elif noisy:
-        console.print(f"ground truth: none; runner {noisy[0]} depends on training, so every trial is evaluated "
-                      "afresh; compared against the best any run found", highlight=False)
+    elif several:
+        console.print("ground truth: none; strategies on different configs are compared against the best any run "
+                      "of any strategy found", highlight=False)
+    elif main.noisy:
+        console.print(f"ground truth: none; {main.noisy}, so every trial is evaluated afresh; compared against "
+                      "the best any run found", highlight=False)
     else:
         console.print(f"ground truth: none; the space has {size:,} points (more than {MAX_TRUTH:,}); compared "
                       "against the best any run found (points evaluated are kept for reuse)", highlight=False)
 
+    def evaluated() -> tuple[int, float]:
+        return sum(t.evaluations for t in tables), sum(t.eval_seconds for t in tables)
+
     t_sample = time.perf_counter()
-    eval_s_before = table.eval_seconds
-    histories: dict[str, list] = {n: [] for n in names}
-    runs = len(names) * seeds
+    _, eval_s_before = evaluated()
+    histories: dict[str, list] = {s.name: [] for s in strategies}
+    runs = len(strategies) * seeds
     progress.stage("sampler runs", runs * n_trials)
-    for i, (n, s) in enumerate(((n, s) for n in names for s in range(seeds)), 1):
-        seed = cfg.seed + s
-        what = f"{n}, seed {seed}"
+    for i, (st, s) in enumerate(((st, s) for st in strategies for s in range(seeds)), 1):
+        seed = cfg.seed + s  # every strategy over the same sampler seeds
+        what = f"{st.name}, seed {seed}"
         progress.bar_advance(f"sampler runs: {what} ({i} of {runs})", 0)
-        h = run_one(table, params, directions, cfg.constraints, n, seed, n_trials, bool(noisy),
-                    on_trial=progress.bar_advance)
-        histories[n].append(h)
+        h = run_one(st.table, st.search.objective.params, directions, st.search.cfg.constraints, st.sampler, seed,
+                    n_trials, st.noisy is not None, on_trial=progress.bar_advance)
+        histories[st.name].append(h)
         progress.bar_advance(n=n_trials - len(h))  # a run that stopped early (space exhausted)
         progress.line(i, runs, f"sampler runs: {i} of {runs} ({what} done)")
     progress.close()
-    sampling_s = time.perf_counter() - t_sample - (table.eval_seconds - eval_s_before)
-    table.save(complete=truth)
-    if table.backup:
-        console.print(f"ground truth: the previous table is kept as {table.backup}", highlight=False)
+    evaluations, eval_s = evaluated()
+    sampling_s = time.perf_counter() - t_sample - (eval_s - eval_s_before)
+    for t in tables:
+        t.save(complete=len(t.rows) >= space_size(t.search.objective.params))
+        if t.backup:
+            console.print(f"ground truth: the previous table is kept as {t.backup}", highlight=False)
 
     if truth:
         reference = losses(table.rows.values(), signs)
-    else:
+    else:  # one reference for every strategy: the curves are comparable
         reference = losses([r for hs in histories.values() for h in hs for _, r in h], signs)
     if len(reference) == 0:
         raise BitsmithError("no feasible design anywhere: every point evaluated was pruned or breaks a constraint; "
                             "nothing to compare against")
     measure = Measure(reference, signs, tolerance)
     at_opt, at_tol = measure.target()
-    summary, curves = summarise(names, histories, measure, n_trials, at_opt, at_tol)
+    summary, curves = summarise(list(histories), histories, measure, n_trials, at_opt, at_tol)
+    for st in strategies:
+        summary[st.name] |= st.describe()
     kind = "best" if len(signs) == 1 else "hypervolume"
     label = ("weighted sum" if cfg.setup.sum_scaled_metrics else cfg.metrics[0].name) if kind == "best" \
         else "hypervolume / true front's" if truth else "hypervolume / best found"
+    noun = "strategy" if several else "sampler"
     write_curves(curves, out / "curves.csv")
     png = out / f"compare_{kind}.png"
     optimum_text = f"{at_opt:.6g}" if kind == "best" else "1 (the whole front)"
-    plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, measure.sign, png)
+    plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, measure.sign, png, noun)
     result = {"space_points": size, "ground_truth": truth, "key": key, "samplers": summary, "optimum": at_opt,
               "directions": directions, "tolerance": tolerance, "trials": n_trials, "seeds": seeds,
               "reference": (None if kind == "best" else
                             {"ideal": measure.ideal.tolist(), "range": measure.range.tolist(),
                              "point": measure.ref.tolist(), "true_front": len(measure.front)})}
-    fronts = two_fronts(cfg, table, histories, truth)
+    fronts = None
+    if all(set(FRONTS) <= produced(st.search.cfg.runners) for st in strategies):
+        fronts = two_fronts(cfg, table, histories, truth)
     if fronts is not None:
         result["fronts"] = fronts
     write_atomic(out / "summary.json", json.dumps(json_safe(result), indent=1, default=str), "summary")
     # Kept in run.json, to be shown again when the run is reused.
     shown = Console(file=io.StringIO(), width=console.width, soft_wrap=console.soft_wrap, record=True)
+    named = sorted({p for st in strategies for p in st.search.objective.params})
     for c in (console, shown):
-        print_table(c, summary, kind, n_trials, seeds, optimum_text, truth, tolerance)
+        print_table(c, summary, kind, n_trials, seeds, optimum_text, truth, tolerance, noun)
         if fronts is not None:
-            print_fronts(c, fronts, truth, sorted(params))
+            print_fronts(c, fronts, truth, named)
     total = time.perf_counter() - t_start
-    console.print(f"time: total {total:.1f}s, evaluating {table.eval_seconds:.1f}s ({table.evaluations} evaluations), "
+    console.print(f"time: total {total:.1f}s, evaluating {eval_s:.1f}s ({evaluations} evaluations), "
                   f"sampling {sampling_s:.1f}s\nwritten to {out}: curves.csv, summary.json, {png.name}"
                   + (f"; ground truth {table.path}" if table.path and truth else ""), highlight=False)
     run.finish({"files": ["curves.csv", "summary.json", png.name], "table": shown.export_text()})
-    return {**result, "out": str(out), "png": str(png), "evaluations": table.evaluations,
-            "reused": table.evaluations == 0 and truth}
+    return {**result, "out": str(out), "png": str(png), "evaluations": evaluations,
+            "reused": evaluations == 0 and truth}

@@ -33,15 +33,17 @@ def _fmt(x: float, n_trials: int) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.4g}"
 
 
-def print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance) -> None:
+def print_table(console, summary, kind, n_trials, seeds, optimum_text, truth, tolerance, noun="sampler") -> None:
+    """``noun``: what a row is, a sampler or a strategy (a config's space and sampler)."""
     from rich.table import Table as Rich
 
     ref = "ground truth" if truth else "best any run found"
-    title = (f"Samplers over {seeds} seed(s), {n_trials} trials each; optimum ({ref}): {optimum_text}; "
+    rows = {"sampler": "Samplers", "strategy": "Strategies"}[noun]
+    title = (f"{rows} over {seeds} seed(s), {n_trials} trials each; optimum ({ref}): {optimum_text}; "
              f"tolerance {tolerance:g}.\nMedians over seeds; 'to optimum': trials until the first design at it "
              "(>N: not within the budget); 'designs': distinct points evaluated")
     t = Rich(title=title, title_justify="left")
-    cols = ["sampler", "trials", "designs [range]", ("best" if kind == "best" else "HV ratio") + " [IQR]",
+    cols = [noun, "trials", "designs [range]", ("best" if kind == "best" else "HV ratio") + " [IQR]",
             "to optimum [range]", "reached", "to tolerance [range]", "reached tol."]
     if kind != "best":
         cols.append("front found")
@@ -105,7 +107,8 @@ def gap_floor(gaps: list[np.ndarray], tolerance: float) -> float:
     return 10.0 ** (math.floor(math.log10(min(positive, default=0.01))) - 0.5)
 
 
-def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, sign, path: Path) -> None:
+def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, tolerance, sign, path: Path,
+         noun: str = "sampler") -> None:
     """Left: the median curve per sampler with its interquartile band (one objective: best so far; several:
     the gap to the true front, 1 - hypervolume ratio, on a log axis). Right: share of seeds at the optimum."""
     from matplotlib.figure import Figure  # no pyplot: no global state
@@ -135,10 +138,11 @@ def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, toleranc
         s = summary[n]
         right.step(x, 100 * np.mean(at_least(curves[n][0], at_opt, sign), axis=0), where="post", **style,
                    label=f"{n}: {s['reached']:.0%} of seeds, median {_fmt(s['to_optimum']['median'], n_trials)} trials")
-    front = "the true front" if truth else "the best front found"
+    front = "the true front" if truth else "the best front any run found"
     if hv:
         left.set_yscale("log")
-        left.axhline(floor, color="k", ls="--", lw=1, label=f"gap 0: the whole of {front} found")
+        whole = "the whole true front found" if truth else "the whole best front reached"
+        left.axhline(floor, color="k", ls="--", lw=1, label=f"gap 0: {whole}")
         if tolerance > 0:
             left.axhline(tolerance, color="k", ls=":", lw=1, label=f"within tolerance {tolerance:g}")
         left.set_ylim(floor / 1.8, 1.6)
@@ -164,9 +168,9 @@ def plot(curves, summary, n_trials, at_opt, at_tol, label, kind, truth, toleranc
                     fontsize=10)
     right.legend(loc="upper left", fontsize=8)
     if hv:
-        title = "sampler comparison: hypervolume gap to the front (lower is better; log scale)"
+        title = f"{noun} comparison: hypervolume gap to the front (lower is better; log scale)"
     else:
-        title = f"sampler comparison: best so far ({'higher' if sign > 0 else 'lower'} is better)"
+        title = f"{noun} comparison: best so far ({'higher' if sign > 0 else 'lower'} is better)"
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

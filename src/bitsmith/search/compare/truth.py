@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bitsmith.errors import BitsmithError, CandidateError
+from bitsmith.search.learned import LearnedSpace
 from bitsmith.search.prepare import record
 from bitsmith.search.study import build_candidate
 
@@ -121,7 +122,7 @@ class Table:
         obj = self.search.objective
         t0 = time.perf_counter()
         try:
-            graph, _ = build_candidate(obj.base, obj.space, chosen)
+            graph, _ = build_candidate(obj.base, obj.space, chosen, obj.ctx)  # a learned space trains with ctx
             _, sw, hw = obj.measure(graph)
         except CandidateError as e:
             row = {"values": None, "violations": [], "metrics": {}, "pruned": str(e)}
@@ -144,7 +145,8 @@ class Table:
         return self.rows[key]
 
     def fill(self, params: dict[str, list[Any]], step: Callable[[], None] | None = None) -> None:
-        """Every point of the space in the table; ``step`` is called after each point newly evaluated."""
+        """Every point of the space in the table; ``step`` is called after each point newly evaluated. For the
+        ground truth only: a noisy or learned space (ranges) never gets here."""
         names = list(params)
         for combo in itertools.product(*(params[n] for n in names)):
             before = self.evaluations
@@ -180,9 +182,12 @@ def run_one(table: Table, params, directions, constraints, name: str, seed: int,
 
     study = optuna.create_study(directions=directions, sampler=make_sampler(name, seed, params))
     history: list[tuple[str, dict[str, Any]]] = []
+    space = table.search.objective.space
+    learned = isinstance(space, LearnedSpace)  # ranges: drawn as the search draws them
 
     def objective(trial):
-        chosen = {n: trial.suggest_categorical(n, c) for n, c in params.items()}
+        chosen = {n: space.suggest(trial, n) if learned else trial.suggest_categorical(n, c)
+                  for n, c in params.items()}
         row = table.get(chosen, noisy)
         history.append((point_key(chosen), row))
         if on_trial:

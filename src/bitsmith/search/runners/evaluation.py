@@ -40,6 +40,12 @@ class BasicEvaluation(Runner):
     metrics = frozenset({"loss", "accuracy"})
     stage = 20
 
+    def rows(self, split_rows: int) -> int | None:
+        """The rows its accuracy is a fraction of, on a split of ``split_rows``: for a 95% interval. None for a
+        macro average, which is a mean of per-class fractions, not one count."""
+        s = self.settings
+        return None if s.average == "macro" else min(s.num_samples or split_rows, split_rows)
+
     def __call__(self, graph, ctx: Context):
         from bitsmith.train import evaluate
 
