@@ -139,8 +139,10 @@ def calibrate(gm: nn.Module, x: torch.Tensor, quantile: float = 1.0, batch: int 
 
 
 def ebops(gm: nn.Module) -> torch.Tensor:
-    """The penalty of the last forward pass."""
-    return sum(k.ebops() for k in _kernels(gm))
+    """The penalty of the last forward pass: each kernel's EBOPs, plus the bits each ReLU rounds into (the
+    rounding and saturating logic between layers, often a quarter of a small design's LUTs)."""
+    return sum(k.ebops() for k in _kernels(gm)) + sum(m.rounding_bits() for m in gm.modules()
+                                                      if isinstance(m, LearnedReLU))
 
 
 def chance(data: DataSplits) -> float:

@@ -82,8 +82,8 @@ class _RoundBits(torch.autograd.Function):
 class _LinearStep(torch.autograd.Function):
     """A learned-width Linear in training, as one autograd node: (input rounding,) weight and bias rounding,
     ``x @ W.T + b``, and the layer's EBOPs (weight bits x input bits + bias bits). The same arithmetic and
-    gradients as ``_Round``, ``_RoundBits`` and ``F.linear`` chained; about twice as fast on small layers,
-    whose training step is mostly per-node overhead."""
+    gradients as ``_Round``, ``_RoundBits`` and ``F.linear`` chained (a test checks), in one node instead of
+    about ten: a small layer's training step is mostly per-node overhead."""
 
     @staticmethod
     def forward(ctx, x, w, b, w_frac, b_frac, a_frac, a_int: int, a_signed: bool, round_input: bool):
@@ -284,9 +284,16 @@ class LearnedReLU(nn.Module):
     def __init__(self, init_act: float):
         super().__init__()
         self.act = LearnedActivation(False, init_act)
+        self.channels = 0  # values per sample, seen in the last forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.channels = x[0].numel() if x.dim() > 0 and len(x) else 0
         return self.act(x)
+
+    def rounding_bits(self) -> torch.Tensor:
+        """The bits this layer rounds and saturates into, per sample: what its rounding logic costs grows with
+        them (the ``requant`` share of the luts metric)."""
+        return self.channels * self.act.bits()
 
 
 LEARNED: dict[type, type] = {nn.Linear: LearnedLinear, nn.Conv2d: LearnedConv2d, nn.ReLU: LearnedReLU}

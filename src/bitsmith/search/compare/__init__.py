@@ -27,7 +27,9 @@ from bitsmith.config import Settings
 from bitsmith.errors import BitsmithError, unknown_name
 from bitsmith.files import write_atomic
 from bitsmith.runs import start
-from bitsmith.search.compare.measure import Measure, losses, summarise
+import numpy as np
+
+from bitsmith.search.compare.measure import Measure, losses, pareto, summarise
 from bitsmith.search.compare.output import json_safe, plot, print_fronts, print_table, write_curves
 from bitsmith.search.compare.strategies import (WITH_FLAG, exhaustive_refusal, make_strategies, noisy_reason,
                                                 prepare_others, reuse_inputs, size_text)
@@ -284,7 +286,11 @@ def _runs(run, strategies, several, seeds, n_trials, tolerance, truth, size, reb
     if len(reference) == 0:
         raise BitsmithError("no feasible design anywhere: every point evaluated was pruned or breaks a constraint; "
                             "nothing to compare against")
-    measure = Measure(reference, signs, tolerance)
+    box = None
+    if several and len(signs) > 1:  # each strategy's own front bounds the box, so none lies wholly outside it
+        box = np.concatenate([pareto(p) for p in (losses([r for h in hs for _, r in h], signs)
+                                                   for hs in histories.values()) if len(p)])
+    measure = Measure(reference, signs, tolerance, box)
     at_opt, at_tol = measure.target()
     summary, curves = summarise(list(histories), histories, measure, n_trials, at_opt, at_tol)
     for st in strategies:

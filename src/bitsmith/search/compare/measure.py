@@ -33,7 +33,9 @@ def pareto(pts: np.ndarray) -> np.ndarray:
 class Measure:
     """Turns a run's history into a curve (one value per trial, higher is better) and 'reached' flags."""
 
-    def __init__(self, reference: np.ndarray, signs: list[int], tolerance: float):
+    def __init__(self, reference: np.ndarray, signs: list[int], tolerance: float, box: np.ndarray | None = None):
+        """``box``: points whose ideal and nadir normalise the objectives instead of the reference front's
+        (strategies of different spaces: the union of their own fronts)."""
         self.signs, self.tol = signs, tolerance
         self.single = len(signs) == 1
         self.sign = signs[0] if self.single else 1  # curves are in the objective's own units
@@ -45,7 +47,8 @@ class Measure:
             # Normalised by the true front's own ideal and nadir: the reference point sits just beyond the
             # front, so far-off designs (2-bit, chance accuracy) do not swamp the differences near it.
             self.front = pareto(reference)
-            self.ideal, nadir = self.front.min(axis=0), self.front.max(axis=0)
+            bounds = self.front if box is None else np.concatenate([self.front, box])
+            self.ideal, nadir = bounds.min(axis=0), bounds.max(axis=0)
             self.range = np.where(nadir > self.ideal, nadir - self.ideal, 1.0)
             self.ref = np.full(len(signs), 1.0 + REF_MARGIN)
             self.front_set = {tuple(p) for p in self.front}
