@@ -25,12 +25,12 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import busy  # noqa: E402
+from _common import busy
 
-from bitsmith.data import get_dataset  # noqa: E402
-from bitsmith.graph import trace  # noqa: E402
-from bitsmith.learn import LearnSettings, fit_learned  # noqa: E402
-from bitsmith.models import build_model  # noqa: E402
+from bitsmith.data import get_dataset
+from bitsmith.graph import trace
+from bitsmith.learn import LearnSettings, fit_learned
+from bitsmith.models import build_model
 
 TARGET = 0.8
 

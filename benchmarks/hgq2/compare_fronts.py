@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = (0.95, 0.96, 0.97)
-Z = 1.959964
 
 
 def wilson(acc: float, n: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of an accuracy measured on ``n`` rows."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (acc + Z * Z / (2 * n)) / (1 + Z * Z / n)
-    half = Z / (1 + Z * Z / n) * math.sqrt(acc * (1 - acc) / n + Z * Z / (4 * n * n))
-    return centre - half, centre + half
+    """The 95% Wilson score interval of an accuracy measured on ``n`` rows (bitsmith's own)."""
+    from bitsmith.stats import accuracy_interval
+
+    return accuracy_interval(acc, n) or (0.0, 1.0)
 
 
 def smallest(rows, t: float):

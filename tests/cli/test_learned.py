@@ -104,7 +104,8 @@ def test_a_learned_widths_search_trains_each_trial_and_its_designs_go_downstream
 
 def test_a_penalty_that_collapses_every_trial_prunes_them_with_the_reason(tmp_path, capsys, ckpt):
     cfg = config(tmp_path, beta="[10.0]", trials=2, epochs=3, granularity='["layer"]')
-    code, out, err = cli(capsys, "search", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(tmp_path))
+    code, out, _ = cli(capsys, "search", "--config", str(cfg), "--load", str(ckpt), "--project-dir", str(tmp_path))
+    assert code == 1 and "no trial completed: 2 pruned" in out  # as for any search whose every trial is pruned
     trials = json.loads((study_dir(tmp_path) / "trials.json").read_text())
     assert [t["state"] for t in trials] == ["PRUNED", "PRUNED"]
     assert all("collapsed: validation accuracy" in t["pruned_reason"] for t in trials)
@@ -127,7 +128,7 @@ def test_the_jsc_flow_runs_on_a_synthetic_file_in_its_layout(tmp_path, capsys, j
     # No accuracy claim: the rows are generated. jsc-toy has a BatchNorm after each Linear (folded) and one on
     # its input (kept in float, before the first quantized layer).
     cfg = config(tmp_path, model="jsc-toy", dataset="jsc", trials=2, epochs=2, beta="[1e-5]")
-    code, out, err = cli(capsys, "search", "--config", str(cfg), "--data-path", str(jsc_files["csv"]),
+    code, _, err = cli(capsys, "search", "--config", str(cfg), "--data-path", str(jsc_files["csv"]),
                          "--project-dir", str(tmp_path))
     assert code == 0, err
     d = next((tmp_path / "jsc-toy_jsc" / "search").glob("*-learned"))

@@ -48,7 +48,7 @@ class Range(Table):
 Granularity = Literal["layer", "channel", "weight"]
 
 
-def Choice(kind: type, **bounds):  # noqa: N802 (a type)
+def Choice(kind: type, **bounds):
     """A list of values or a range; which one is decided by the value's shape, so an error names the right one."""
     extra = {"allow_inf_nan": False} if kind is float else {}
     item = Annotated[kind, Field(**bounds, **extra)]
