@@ -196,3 +196,32 @@ def test_the_fused_linear_step_has_the_values_and_gradients_of_the_chained_ops(g
     for f, c in zip(fg, cg):
         assert torch.allclose(f, c, atol=1e-5) and torch.isfinite(f).all()
     assert torch.allclose(fa, ca, atol=1e-5)
+
+
+def test_a_kept_design_is_read_back_only_when_sound_and_of_the_same_study_point_and_seed(tmp_path, digits, trained):
+    from types import SimpleNamespace
+
+    from bitsmith.search.learned import LearnedSpace, parse_learned
+
+    space = LearnedSpace(parse_learned({"name": "graph/quantize/learned_widths", "setup": {"pruner": "none"}, "hyper": {
+        "beta": [1e-4], "max_epochs": [2], "learning_rate": [5e-3]}}))
+    space.keep(tmp_path / "designs", "study-a")
+    ctx = SimpleNamespace(data=digits, device="cpu", seed=0)
+    point = {"beta": 1e-4, "max_epochs": 2, "learning_rate": 5e-3, "granularity": "weight", "range_quantile": 1.0}
+    trial = SimpleNamespace(number=7, set_user_attr=lambda *a: None)
+    before = {k: v.clone() for k, v in trained.gm.state_dict().items()}
+    graph, passes = space.build(trained, point, ctx, trial)
+    assert (tmp_path / "designs" / "trial_7.ckpt").is_file()
+    back, back_passes = space._kept(trained, point, 7, 0)
+    assert back_passes == passes
+    assert all(torch.equal(v, before[k]) for k, v in trained.gm.state_dict().items())  # the base is untouched
+    assert torch.equal(back.gm(digits.val.x), graph.gm(digits.val.x))
+    assert space._kept(trained, {**point, "beta": 2e-4}, 7, 0) is None  # another point
+    assert space._kept(trained, point, 7, 1) is None  # another seed
+    space.keep(tmp_path / "designs", "study-b")
+    assert space._kept(trained, point, 7, 0) is None  # another study (other weights, data or config)
+    space.keep(tmp_path / "designs", "study-a")
+    (tmp_path / "designs" / "trial_7.ckpt").write_bytes(b"torn")
+    assert space._kept(trained, point, 7, 0) is None  # damaged: trained again, never an error
+    again, _ = space.build(trained, point, ctx, None, number=7)
+    assert torch.equal(again.gm(digits.val.x), graph.gm(digits.val.x))  # the same seed, the same design

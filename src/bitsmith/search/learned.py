@@ -145,7 +145,8 @@ class LearnedSpace:
             state, meta = load_checkpoint(path)
             if (meta.get("study_key"), meta.get("point"), meta.get("seed")) != (self.key, _plain(chosen), seed):
                 return None
-            graph, _ = apply_passes(base, [(n, parse_pass(n, c)) for n, c in meta["passes"]])
+            # on a copy: the quantize pass shares parameters with its input, and the state below is loaded into them
+            graph, _ = apply_passes(base.clone(), [(n, parse_pass(n, c)) for n, c in meta["passes"]])
             graph.gm.load_state_dict(state)
         except (BitsmithError, KeyError, TypeError, ValueError, RuntimeError):
             return None  # damaged or from another layout: train again
