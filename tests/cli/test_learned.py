@@ -134,3 +134,13 @@ def test_the_jsc_flow_runs_on_a_synthetic_file_in_its_layout(tmp_path, capsys, j
     d = next((tmp_path / "jsc-toy_jsc" / "search").glob("*-learned"))
     best = json.loads((d / "best.json").read_text())["best"]
     assert best and len(best[0]["luts_layers"]) == 3
+
+
+def test_the_example_config_runs_as_written(tmp_path, capsys, ckpt):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "configs" / "search_digits_learned.toml"
+    code, out, err = cli(capsys, "search", "--config", str(example), "--load", str(ckpt), "--project-dir",
+                         str(tmp_path), "--n-trials", "2")
+    assert code == 0, err
+    assert "2 trials (2 complete" in out
