@@ -127,6 +127,8 @@ class LearnedSpace:
         self.params: dict[str, list[Any] | Range] = {
             "beta": h.beta, "max_epochs": h.max_epochs, "learning_rate": h.learning_rate,
             "granularity": h.granularity, "range_quantile": h.range_quantile}
+        self.folder: Path | None = None  # where trained designs are kept (``keep``); None: nowhere
+        self.key = ""
         s = spec.setup
         self.pruner = None if s.pruner == "none" else (
             optuna.pruners.MedianPruner(s.pruner_startup_trials, s.pruner_warmup_epochs) if s.pruner == "median"
