@@ -26,31 +26,46 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import busy
+from train_throughput import bare_loop
 
 from bitsmith.data import get_dataset
 from bitsmith.graph import trace
-from bitsmith.learn import LearnSettings, fit_learned
+from bitsmith.learn import LearnSettings, calibrate, ebops, fit_learned, to_learned
 from bitsmith.models import build_model
 
 TARGET = 0.8
 
 
 def bare(model, x, y, epochs: int, batch: int, lr: float, seed: int) -> float:
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * ((len(y) + batch - 1) // batch))
+    """samples/s of train_throughput.py's bare loop (the least code that trains)."""
+    return epochs * len(y) / bare_loop(model, x, y, epochs, batch, lr, seed)
+
+
+def ops_per_step(model, x, y, penalty) -> int:
+    """Tensor operations one training step dispatches (forward, backward and the optimizer's step)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=penalty is not None)  # as each loop makes it
     model.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=gen)
-        xs, ys = x[perm], y[perm]
-        for lo in range(0, len(y), batch):
-            loss = F.cross_entropy(model(xs[lo:lo + batch]), ys[lo:lo + batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return epochs * len(y) / (time.perf_counter() - t0)
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y) + (1e-5 * penalty(model) if penalty else 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # the optimizer's state is made in the first step
+    with Count():
+        step()
+    return Count.n
 
 
 def learned(graph, data, epochs: int, batch: int, lr: float, granularity: str) -> float:
@@ -75,6 +90,11 @@ def main() -> None:
     graph = trace(model.eval(), data.in_shape)
     print(f"digits-mlp on digits: {len(data.train)} training rows, batch {a.batch_size}, {a.epochs} epochs, "
           f"granularity {a.granularity}, 1 thread, {a.repeats} alternating repeats")
+    x, y = data.train.x[:a.batch_size], data.train.y[:a.batch_size]
+    lg = to_learned(graph, LearnSettings(beta=1e-5, max_epochs=1, learning_rate=1e-3, granularity=a.granularity)).gm
+    calibrate(lg, data.train.x)
+    plain = build_model("digits-mlp", data.in_shape, data.n_classes)
+    print(f"tensor operations per step: bare {ops_per_step(plain, x, y, None)}, learned {ops_per_step(lg, x, y, ebops)}")
     ok = True
     for load in (int(v) for v in a.loads.split(",")):
         with busy(load) as b:

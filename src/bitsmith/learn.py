@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bitsmith.cost.network import relu_fed
 from bitsmith.data import DataSplits
 from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.graph import Graph, with_modules
@@ -35,7 +36,7 @@ from bitsmith.learned import (
 )
 from bitsmith.passes import apply_passes, parse_pass
 from bitsmith.passes.quantize import MAX_WIDTH
-from bitsmith.quant import Fixed, float_type
+from bitsmith.quant import Fixed, IntegerConfig, float_type
 from bitsmith.train import eval_mode, evaluate, seed_everything
 
 CHANCE_MARGIN = 0.05  # a validation accuracy within this of always guessing the commonest class is a collapse
@@ -80,10 +81,6 @@ class LearnResult:
         return round(sum(int((w == 0).sum()) for w in ws) / total, 6) if total else 0.0
 
 
-def _is_relu_node(gm, node) -> bool:
-    return node.op == "call_module" and float_type(gm.get_submodule(node.target)) is nn.ReLU
-
-
 def to_learned(graph: Graph, s: LearnSettings) -> Graph:
     """The graph with BatchNorms folded and Linear, Conv2d and ReLU modules in their learned form."""
     graph, _ = apply_passes(graph, [("fold_batchnorm", parse_pass("fold_batchnorm", {}))])
@@ -101,7 +98,7 @@ def to_learned(graph: Graph, s: LearnSettings) -> Graph:
             new[node.target] = LearnedReLU(s.init_act_frac)
             continue
         producer = node.all_input_nodes[0] if len(node.all_input_nodes) == 1 else None
-        fed_by_relu = producer is not None and _is_relu_node(gm, producer)
+        fed_by_relu = relu_fed(graph, node) and producer.op == "call_module"  # a ReLU module, made learned here
         new[node.target] = LEARNED[base](module, s.granularity, s.init_weight_frac, not fed_by_relu, s.init_act_frac)
         if fed_by_relu:
             links.append((node.target, producer.target))
@@ -221,13 +218,6 @@ def _fixed_of(values: torch.Tensor, max_frac: int, where: str) -> Fixed:
     return Fixed(width, frac)
 
 
-def _entry(**fmts: Fixed) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": "integer"}
-    for part, f in fmts.items():
-        out[f"{part}_width"], out[f"{part}_frac_width"] = f.width, f.frac
-    return out
-
-
 def freeze(learned: Graph, base: Graph) -> tuple[Graph, list]:
     """The fixed-point design the learned graph computes, bit for bit, as passes over ``base``."""
     gm = learned.gm
@@ -241,7 +231,7 @@ def freeze(learned: Graph, base: Graph) -> tuple[Graph, list]:
             f = m.act.fixed()
             if f.width < 1:
                 raise Collapsed(f"collapsed: the activations of {node.name!r} have 0 bits")
-            cfg[node.name] = {"config": _entry(data_in=f)}
+            cfg[node.name] = {"config": IntegerConfig(data_in=f).as_dict()}
         elif isinstance(m, _LearnedKernel):
             act = m.input_act().fixed()
             data_in = act if act.signed else Fixed(act.width + 1, act.frac)  # the ReLU's grid, as signed
@@ -254,7 +244,7 @@ def freeze(learned: Graph, base: Graph) -> tuple[Graph, list]:
                     "weight": _fixed_of(w, int(torch.round(m.w_frac.detach()).max()), f"layer {node.name!r}")}
             if b is not None:
                 fmts["bias"] = _fixed_of(b, int(torch.round(m.b_frac.detach()).max()), f"layer {node.name!r}")
-            cfg[node.name] = {"config": _entry(**fmts)}
+            cfg[node.name] = {"config": IntegerConfig(**fmts).as_dict()}
             values[node.target] = (w, b)
     folded, _ = apply_passes(base, [("fold_batchnorm", parse_pass("fold_batchnorm", {}))])
     plain = {}

@@ -29,6 +29,24 @@ LN2 = math.log(2.0)
 GRANULARITIES = ("layer", "channel", "weight")
 
 
+def _grid(frac: torch.Tensor, int_bits: int, signed: bool) -> tuple[float, int, int]:
+    """(scale, lo, hi) of ``round(frac)`` fractional bits and ``int_bits`` integer bits: the integers a value
+    times ``scale`` rounds to lie in [lo, hi]; both 0 when ``i + f < 0`` (everything rounds to zero)."""
+    f = round(float(frac))
+    top = 2.0 ** (int_bits + f)  # steps from 0 to the range's edge
+    return 2.0 ** f, (-math.floor(top) if signed else 0), max(math.ceil(top) - 1, 0)
+
+
+def _round_saturate(x, frac, int_bits: int, signed: bool):
+    """(``x`` rounded and saturated, where it was not saturated, the rounding error)."""
+    scale, lo, hi = _grid(frac, int_bits, signed)
+    k = torch.round(x * scale)
+    q = k.clamp(lo, hi)
+    inside = q == k
+    q = q.div_(scale)
+    return q, inside, q - x
+
+
 class _Round(torch.autograd.Function):
     """``x`` on the grid of ``round(frac)`` fractional bits (a number: one format for the whole tensor) with
     ``int_bits`` integer bits, saturated. One autograd node with its bounds computed as Python numbers: a
@@ -36,14 +54,8 @@ class _Round(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, frac, int_bits: int, signed: bool):
-        f = round(float(frac))
-        scale, top = 2.0 ** f, 2.0 ** (int_bits + f)  # top: steps from 0 to the range's edge
-        hi = max(math.ceil(top) - 1, 0)  # 0 when i + f < 0: everything rounds to zero
-        k = torch.round(x * scale)
-        q = k.clamp(-math.floor(top) if signed else 0, hi)
-        inside = q == k
-        q = q.div_(scale)
-        ctx.save_for_backward(inside, q - x)
+        q, inside, err = _round_saturate(x, frac, int_bits, signed)
+        ctx.save_for_backward(inside, err)
         return q
 
     @staticmethod
@@ -83,7 +95,7 @@ class _LinearStep(torch.autograd.Function):
     """A learned-width Linear in training, as one autograd node: (input rounding,) weight and bias rounding,
     ``x @ W.T + b``, and the layer's EBOPs (weight bits x input bits + bias bits). The same arithmetic and
     gradients as ``_Round``, ``_RoundBits`` and ``F.linear`` chained (a test checks), in one node instead of
-    about ten: a small layer's training step is mostly per-node overhead."""
+    several: a small layer's training step is mostly per-node overhead."""
 
     @staticmethod
     def forward(ctx, x, w, b, w_frac, b_frac, a_frac, a_int: int, a_signed: bool, round_input: bool):
@@ -91,12 +103,7 @@ class _LinearStep(torch.autograd.Function):
         a_bits = max(a_int + f, 0) + a_signed
         x_err = inside = None
         if round_input:
-            scale, top = 2.0 ** f, 2.0 ** (a_int + f)
-            k = torch.round(x * scale)
-            xq = k.clamp(-math.floor(top) if a_signed else 0, max(math.ceil(top) - 1, 0))
-            inside = xq == k
-            xq = xq.div_(scale)
-            x_err = xq - x
+            xq, inside, x_err = _round_saturate(x, a_frac, a_int, a_signed)
         else:
             xq = x
         ws, bs = torch.exp2(torch.round(w_frac)), torch.exp2(torch.round(b_frac))
@@ -137,10 +144,8 @@ def rounded(frac: torch.Tensor) -> torch.Tensor:
 def learned_quantize(x: torch.Tensor, frac: torch.Tensor, int_bits: int, signed: bool = True) -> torch.Tensor:
     """``x`` on one learned grid (``frac`` a one-element tensor), saturated to ``int_bits`` integer bits."""
     if not (x.requires_grad or frac.requires_grad) or not torch.is_grad_enabled():
-        f = round(float(frac))
-        top = 2.0 ** (int_bits + f)
-        lo, hi = (-math.floor(top) if signed else 0), max(math.ceil(top) - 1, 0)
-        return x.mul(2.0 ** f).round_().clamp_(lo, hi).div_(2.0 ** f)
+        scale, lo, hi = _grid(frac, int_bits, signed)
+        return x.mul(scale).round_().clamp_(lo, hi).div_(scale)
     return _Round.apply(x, frac, int_bits, signed)
 
 

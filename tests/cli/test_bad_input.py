@@ -183,31 +183,14 @@ def search_with(old: str, new: str) -> str:
     return edit(SEARCH, old, new)
 
 
-LEARNED = SEARCH.replace("""[search.search_space]
-name = "graph/quantize/mixed_precision_ptq"
-
-[search.search_space.setup]
-by = "type"
-
-[search.search_space.seed.default.config]
-name = ["NA"]
-
-[search.search_space.seed.linear.config]
-name = ["integer"]
-data_in_width = [8]
-weight_width = [4, 8]
-bias_width = [8]
-""", """[search.search_space]
-name = "graph/quantize/learned_widths"
-
-[search.search_space.hyper]
-max_epochs = 1
-""")
+# The base search with the learned-widths space in place of the quantize space.
+LEARNED = (SEARCH[:SEARCH.index("[search.search_space]")]
+           + '[search.search_space]\nname = "graph/quantize/learned_widths"\n\n[search.search_space.hyper]\n'
+           + "max_epochs = 1\n\n" + SEARCH[SEARCH.index("[search.strategy.sw_runner"):])
 
 
 def learned_with(line: str) -> str:
     """The learned-widths search with one more line in [search.search_space.hyper]."""
-    assert "learned_widths" in LEARNED
     return edit(LEARNED, "max_epochs = 1\n", f"max_epochs = 1\n{line}\n" if not line.startswith("max_epochs")
                 else f"{line}\n")
 

@@ -192,15 +192,15 @@ class LearnedSpace:
         if trial is not None:
             def report(epoch: int, accuracy: float) -> None:
                 history.append(round(accuracy, 6))
-                if self.pruner is None:
-                    trial.set_user_attr(HISTORY, history)
-                elif _optuna.report_and_prune(trial, self.pruner, history, HISTORY, "beta"):
+                if self.pruner is not None and _optuna.report_and_prune(trial, self.pruner, history, HISTORY, "beta"):
                     reason = (f"pruned by the {self.spec.setup.pruner} pruner: validation accuracy {accuracy:.4f} "
                               f"after epoch {epoch} is below trials penalised at least as hard")
                     trial.set_user_attr("pruned_reason", reason)
                     raise optuna.TrialPruned(reason)
         result = learn(base, ctx.data, s, ctx.device, report)
         if trial is not None:
+            if self.pruner is None:  # the pruner has written it after each epoch
+                trial.set_user_attr(HISTORY, history)
             trial.set_user_attr("learned", {"train_s": round(result.train_s, 3), "epochs": len(result.history),
                                             "pruned_weights": result.pruned_share})
             self._store(result.graph, result.passes, chosen, trial.number, ctx.seed)

@@ -88,6 +88,13 @@ def record(search: Search) -> dict[str, Any]:
                                   "weights": weights.hexdigest()[:16], **search.cfg.digest_data()}, default=str))
 
 
+def record_digest(rec: dict[str, Any]) -> str:
+    """A short digest of a record (``record``, or a part of it)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
     """Where two records differ, as ``path: old -> new`` lines."""
     if isinstance(old, dict) and isinstance(new, dict):

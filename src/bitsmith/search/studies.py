@@ -7,11 +7,8 @@ import contextlib
 import sys
 from typing import Any
 
-import hashlib
-import json
-
 from bitsmith.errors import BitsmithError
-from bitsmith.search.prepare import Search, default_study_name, differences, record
+from bitsmith.search.prepare import Search, default_study_name, differences, record, record_digest
 from bitsmith.search.process import WORKER, WORKER_ATTR
 from bitsmith.search.learned import LearnedSpace
 from bitsmith.search.recovery import retry_callback
@@ -28,10 +25,6 @@ from bitsmith.search.storage import (
 RECORD_ATTR = "bitsmith_record"  # study user attr: what its trials measure, for the resume check
 QUEUED_ATTR = "bitsmith_queued"  # study user attr: every point of an exhaustive space is queued
 QUEUE_WAIT_S = 120  # a worker waits this long for the study's creator to queue every point
-
-
-def digest(record: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def open_study(search: Search, options: StorageOptions, fresh: bool, create: bool = True, seed_offset: int = 0,
@@ -94,7 +87,7 @@ def open_study(search: Search, options: StorageOptions, fresh: bool, create: boo
                             f"{'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); pass --fresh to start a new "
                             "study beside it (nothing is deleted), or --study-name to choose another")
     if isinstance(search.objective.space, LearnedSpace):  # trained designs kept, so the best need no retraining
-        search.objective.space.keep(search.out / "designs", digest(mine))
+        search.objective.space.keep(search.out / "designs", record_digest(mine))
     if SAMPLERS[setup.sampler].exhaustive and _queue_every_point(study, search, created):
         search.objective.queued = True
         # The queue decides every point; Optuna's brute force would stop the study at a failed point

@@ -13,7 +13,7 @@ from typing import Any
 
 from bitsmith.errors import BitsmithError, CandidateError
 from bitsmith.search.learned import LearnedSpace
-from bitsmith.search.prepare import record
+from bitsmith.search.prepare import record, record_digest
 from bitsmith.search.study import build_candidate
 
 
@@ -22,7 +22,7 @@ def truth_key(search) -> str:
     rec = record(search)
     rec.pop("sampler", None)
     rec.pop("seed", None)
-    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return record_digest(rec)
 
 
 def point_key(chosen: dict[str, Any]) -> str:
