@@ -111,7 +111,14 @@ def test_three_workers_one_killed_mid_trial_lose_nothing(tmp_path, postgres_url)
             running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
                        and t.system_attrs.get("bitsmith:worker", {}).get("pid") == victim.pid and t.params]
             if done >= 2 and running:
-                break
+                # Freeze the victim, then check the trial is still in flight: a trial seen running a moment ago
+                # may have finished since, and killing the victim then would test nothing.
+                victim.send_signal(signal.SIGSTOP)
+                study = optuna.load_study(study_name=name, storage=postgres_url)
+                if study.get_trials(deepcopy=False)[running[0].number].state == optuna.trial.TrialState.RUNNING:
+                    break
+                victim.send_signal(signal.SIGCONT)
+                running = []
             time.sleep(0.05)
         assert running, "the victim never held a trial"
         victim.send_signal(signal.SIGKILL)
