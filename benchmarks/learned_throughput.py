@@ -3,8 +3,8 @@
 Same model (digits-mlp), same in-memory tensors, batch size, optimizer (Adam) and cosine schedule. The
 bare loop is the least code that trains: shuffle, slice, forward, backward, step. The learned loop is
 ``bitsmith.learn.fit_learned``: learned quantizers on every weight, bias and activation, the EBOPs
-penalty each step, and once per epoch the calibration of activation ranges and a validation pass (the
-pruner needs it). Both run on one intra-op thread, idle and with busy background processes
+penalty each step (an MLP trains packed, as one autograd node: ``bitsmith.packed``), and once per
+epoch the calibration of activation ranges and a validation pass (the pruner needs it). Both run on one intra-op thread, idle and with busy background processes
 (``--loads``); the figure is the median ratio of samples/s over ``--repeats`` alternating runs.
 
     python benchmarks/learned_throughput.py [--epochs 30] [--repeats 5] [--loads 0,2] [--granularity weight]
@@ -32,6 +32,7 @@ from bitsmith.data import get_dataset
 from bitsmith.graph import trace
 from bitsmith.learn import LearnSettings, calibrate, ebops, fit_learned, to_learned
 from bitsmith.models import build_model
+from bitsmith.packed import pack
 
 TARGET = 0.8
 
@@ -41,8 +42,9 @@ def bare(model, x, y, epochs: int, batch: int, lr: float, seed: int) -> float:
     return epochs * len(y) / bare_loop(model, x, y, epochs, batch, lr, seed)
 
 
-def ops_per_step(model, x, y, penalty) -> int:
-    """Tensor operations one training step dispatches (forward, backward and the optimizer's step)."""
+def ops_per_step(forward, params, x, y, fused: bool) -> int:
+    """Tensor operations one training step dispatches (forward, backward and the optimizer's step);
+    ``forward(x)`` gives (logits, penalty or None)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -52,12 +54,11 @@ def ops_per_step(model, x, y, penalty) -> int:
             Count.n += 1
             return func(*args, **(kwargs or {}))
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=penalty is not None)  # as each loop makes it
-    model.train()
+    opt = torch.optim.Adam(params, lr=1e-3, fused=fused)  # as each loop makes it
 
     def step():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) + (1e-5 * penalty(model) if penalty else 0)
+        logits, penalty = forward(x)
+        loss = F.cross_entropy(logits, y) + (1e-5 * penalty if penalty is not None else 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -93,8 +94,13 @@ def main() -> None:
     x, y = data.train.x[:a.batch_size], data.train.y[:a.batch_size]
     lg = to_learned(graph, LearnSettings(beta=1e-5, max_epochs=1, learning_rate=1e-3, granularity=a.granularity)).gm
     calibrate(lg, data.train.x)
-    plain = build_model("digits-mlp", data.in_shape, data.n_classes)
-    print(f"tensor operations per step: bare {ops_per_step(plain, x, y, None)}, learned {ops_per_step(lg, x, y, ebops)}")
+    lg.train()
+    plain = build_model("digits-mlp", data.in_shape, data.n_classes).train()
+    bare_ops = ops_per_step(lambda v: (plain(v), None), plain.parameters(), x, y, fused=False)
+    module_ops = ops_per_step(lambda v: (lg(v), ebops(lg)), lg.parameters(), x, y, fused=True)
+    flat = pack(lg, x[:2])  # what fit_learned trains an MLP with
+    print(f"tensor operations per step: bare {bare_ops}, learned {ops_per_step(flat.step, flat.parameters(), x, y, True)} "
+          f"(module by module, as a CNN trains: {module_ops})")
     ok = True
     for load in (int(v) for v in a.loads.split(",")):
         with busy(load) as b:

@@ -66,8 +66,8 @@ def test_weight_widths_per_weight_round_each_on_its_grid_and_count_the_bits_of_n
     (q.sum() + bits).backward()
     err = q.detach() - w.detach()
     assert torch.allclose(frac.grad, -LN2 * err + (q.detach() != 0))
-    nz = q.detach() != 0  # straight through, plus the bits' pull towards zero on nonzero values
-    assert torch.allclose(w.grad, 1 + nz / (w.detach() * LN2))
+    nz = q.detach() != 0  # straight through, plus the bits' pull towards zero on nonzero values: d log2|q| / dq
+    assert torch.allclose(w.grad, 1 + nz / (torch.where(nz, q.detach(), 1.0) * LN2))
 
 
 def test_fold_batchnorm_computes_the_same_function_and_removes_the_norms():

@@ -34,6 +34,7 @@ from bitsmith.learned import (
     int_bits_for,
     peak_of,
 )
+from bitsmith.packed import pack
 from bitsmith.passes import apply_passes, parse_pass
 from bitsmith.passes.quantize import MAX_WIDTH
 from bitsmith.quant import Fixed, IntegerConfig, float_type
@@ -159,16 +160,38 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
     learned = to_learned(graph, s)
     gm = learned.gm.to(device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
-    calibrate(gm, x_all, s.range_quantile)
+    flat = pack(gm, x_all[:2])  # an MLP trains as one autograd node; anything else module by module
+    if flat is None:
+        def step(x):
+            return gm(x), ebops(gm)
+
+        def val_accuracy():
+            return evaluate(gm, data.val, device)["accuracy"]
+
+        def recalibrate():
+            calibrate(gm, x_all, s.range_quantile)
+    else:
+        step = flat.step
+        val_x, val_y = data.val.x.to(device), data.val.y.to(device)
+
+        def val_accuracy():
+            with eval_mode(gm):
+                return int((flat.predict(val_x).argmax(1) == val_y).sum()) / max(len(val_y), 1)
+
+        def recalibrate():
+            with eval_mode(gm):
+                flat.calibrate(x_all, s.range_quantile)
+    recalibrate()
     gm.train()
-    opt = torch.optim.Adam(gm.parameters(), lr=s.learning_rate, fused=True)  # one kernel, not ops per tensor
+    params = gm.parameters() if flat is None else flat.parameters()
+    opt = torch.optim.Adam(params, lr=s.learning_rate, fused=True)  # one kernel, not ops per tensor
     n = len(x_all)
     per_epoch = max(1, math.ceil(n / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=per_epoch * s.max_epochs)
     floor = chance(data) + CHANCE_MARGIN
     # A model that starts above chance and falls to it has collapsed; one that starts at chance (untrained)
     # is given half its epochs to rise.
-    grace = 0 if evaluate(gm, data.val, device)["accuracy"] > floor else s.max_epochs // 2
+    grace = 0 if val_accuracy() > floor else s.max_epochs // 2
     history = []
     for epoch in range(1, s.max_epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
@@ -176,17 +199,16 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
         total, seen = torch.zeros((), device=device), 0
         for b in range(per_epoch):
             x, y = xs[b * s.batch_size:(b + 1) * s.batch_size], ys[b * s.batch_size:(b + 1) * s.batch_size]
-            logits = gm(x)
-            cost = ebops(gm)  # the bits of this forward's weights
+            logits, cost = step(x)  # cost: the penalty of this forward's widths
             loss = F.cross_entropy(logits, y) + s.beta * cost
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.detach() * len(y)
+            total.add_(loss.detach(), alpha=len(y))
             seen += len(y)
-        calibrate(gm, x_all, s.range_quantile)
-        val = evaluate(gm, data.val, device)
+        recalibrate()
+        val = {"accuracy": val_accuracy()}
         row = {"epoch": epoch, "loss": total.item() / seen, "ebops": float(cost.detach()),
                "val_accuracy": val["accuracy"]}
         history.append(row)

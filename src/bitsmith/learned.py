@@ -68,8 +68,8 @@ class _Round(torch.autograd.Function):
 class _RoundBits(torch.autograd.Function):
     """A weight tensor on the grids of its own ``round(frac)`` (per tensor, channel or weight), and the sum of
     its values' bits (``log2|k| + 1`` of each nonzero integer ``k``: a zero costs nothing). No saturation:
-    the frozen format is the narrowest that holds the values. The bits' gradient is that of the smooth
-    ``log2|w| + frac + 1`` on nonzero values: it lowers ``frac`` and shrinks weights towards zero, which is
+    the frozen format is the narrowest that holds the values. The bits are ``log2|q| + frac + 1`` on nonzero
+    values, and their gradient passes to ``w`` as the values' does (straight through): it lowers ``frac`` and shrinks weights towards zero, which is
     what prunes. The values' gradient is straight through for ``w`` and ``-ln 2 * error`` for ``frac``."""
 
     @staticmethod
@@ -79,15 +79,15 @@ class _RoundBits(torch.autograd.Function):
         q = k / scale
         nonzero = k != 0
         bits = (torch.log2(k.abs().clamp_(min=1)) + nonzero).sum()
-        ctx.save_for_backward(w, q - w, nonzero)
+        ctx.save_for_backward(q, q - w, nonzero)
         ctx.frac_shape = frac.shape
         return q, bits
 
     @staticmethod
     def backward(ctx, grad_q, grad_bits):
-        w, err, nonzero = ctx.saved_tensors
+        q, err, nonzero = ctx.saved_tensors
         g_f = (grad_q * err * -LN2 + grad_bits * nonzero).sum_to_size(ctx.frac_shape)
-        g_w = grad_q + grad_bits * nonzero / (torch.where(nonzero, w, 1.0) * LN2)  # d log2|w| / dw = 1 / (w ln 2)
+        g_w = grad_q + grad_bits * nonzero / (torch.where(nonzero, q, 1.0) * LN2)  # d log2|q| / dq, q ~ w
         return g_w, g_f
 
 
@@ -113,21 +113,21 @@ class _LinearStep(torch.autograd.Function):
         w_bits = (torch.log2(kw.abs().clamp_(min=1)) + nzw).sum()
         b_bits = (torch.log2(kb.abs().clamp_(min=1)) + nzb).sum()
         out = torch.addmm(bq, xq, wq.t())
-        ctx.save_for_backward(xq, wq, w, b, wq - w, bq - b, nzw, nzb, x_err, inside, w_bits)
-        ctx.meta = (a_bits, w_frac.shape, b_frac.shape, round_input)
+        ctx.save_for_backward(xq, wq, bq, wq - w, bq - b, nzw, nzb, x_err, inside, w_bits)
+        ctx.meta = (a_bits, a_int + f > 0, w_frac.shape, b_frac.shape, round_input)
         return out, w_bits * a_bits + b_bits
 
     @staticmethod
     def backward(ctx, g_out, g_e):
-        xq, wq, w, b, w_err, b_err, nzw, nzb, x_err, inside, w_bits = ctx.saved_tensors
-        a_bits, w_shape, b_shape, round_input = ctx.meta
+        xq, wq, bq, w_err, b_err, nzw, nzb, x_err, inside, w_bits = ctx.saved_tensors
+        a_bits, a_active, w_shape, b_shape, round_input = ctx.meta
         g_xq, g_wq, g_bq = g_out @ wq, g_out.t() @ xq, g_out.sum(0)
         g_wb = g_e * a_bits  # d EBOPs / d weight bits
-        g_w = g_wq + g_wb * nzw / (torch.where(nzw, w, 1.0) * LN2)
+        g_w = g_wq + g_wb * nzw / (torch.where(nzw, wq, 1.0) * LN2)
         g_wf = (g_wq * w_err * -LN2 + g_wb * nzw).sum_to_size(w_shape)
-        g_b = g_bq + g_e * nzb / (torch.where(nzb, b, 1.0) * LN2)
+        g_b = g_bq + g_e * nzb / (torch.where(nzb, bq, 1.0) * LN2)
         g_bf = (g_bq * b_err * -LN2 + g_e * nzb).sum_to_size(b_shape)
-        g_af = g_e * w_bits if a_bits > 0 else torch.zeros_like(g_e)  # d EBOPs / d input bits
+        g_af = g_e * w_bits if a_active else torch.zeros_like(g_e)  # d EBOPs / d input bits (0 where clipped)
         if round_input:
             g_x = g_xq * inside
             g_af = g_af + (g_x * x_err).sum() * -LN2

@@ -41,21 +41,29 @@ def _fold(kernel: nn.Module, bn: nn.Module) -> nn.Module:
     return new
 
 
+def _foldable(gm: nn.Module, node) -> bool:
+    """A BatchNorm with running statistics that reads only a Linear's or Conv2d's output."""
+    if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), NORMS):
+        return False
+    prev = node.args[0] if node.args else None
+    if (getattr(prev, "op", None) != "call_module" or len(prev.users) != 1
+            or not issubclass(float_type(gm.get_submodule(prev.target)), KERNELS)):
+        return False
+    return gm.get_submodule(node.target).running_mean is not None  # without statistics nothing fixed to fold
+
+
 @register_pass("fold_batchnorm", NoSettings, NoLayerKeys)
 def fold_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
     parse_pass("fold_batchnorm", config)
+    if not any(_foldable(graph.gm, node) for node in graph.gm.graph.nodes):
+        return graph, {"folded": []}  # nothing to fold: no copy (a learned-width trial starts with this pass)
     gm = copy.deepcopy(graph.gm)
     folded = []
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), NORMS):
+        if not _foldable(gm, node):
             continue
-        prev = node.args[0] if node.args else None
-        if (getattr(prev, "op", None) != "call_module" or len(prev.users) != 1
-                or not issubclass(float_type(gm.get_submodule(prev.target)), KERNELS)):
-            continue
+        prev = node.args[0]
         bn = gm.get_submodule(node.target)
-        if bn.running_mean is None:
-            continue  # no running statistics: nothing fixed to fold
         *path, leaf = prev.target.split(".")
         parent = gm.get_submodule(".".join(path)) if path else gm
         setattr(parent, leaf, _fold(gm.get_submodule(prev.target), bn))
@@ -63,8 +71,6 @@ def fold_pass(graph: Graph, config: Any) -> tuple[Graph, dict[str, Any]]:
         gm.graph.erase_node(node)
         gm.delete_submodule(node.target)
         folded.append([node.name, prev.name])
-    if not folded:
-        return graph, {"folded": []}
     gm.graph.lint()
     gm.recompile()
     return Graph(gm, graph.in_shape, annotate(gm, graph.in_shape)), {"folded": folded}
