@@ -4,8 +4,9 @@ Same model (digits-mlp), same in-memory tensors, batch size, optimizer (Adam) an
 bare loop is the least code that trains: shuffle, slice, forward, backward, step. The learned loop is
 ``bitsmith.learn.fit_learned``: learned quantizers on every weight, bias and activation, the EBOPs
 penalty each step (an MLP trains packed, as one autograd node: ``bitsmith.packed``), and once per
-epoch the calibration of activation ranges and a validation pass (the pruner needs it). Both run on one intra-op thread, idle and with busy background processes
-(``--loads``); the figure is the median ratio of samples/s over ``--repeats`` alternating runs.
+epoch the calibration of activation ranges and a validation pass (the pruner needs it). Both run on one
+intra-op thread, idle and with busy background processes (``--loads``); the figure is the median ratio
+of samples/s over ``--repeats`` alternating runs.
 
     python benchmarks/learned_throughput.py [--epochs 30] [--repeats 5] [--loads 0,2] [--granularity weight]
 
@@ -99,7 +100,8 @@ def main() -> None:
     bare_ops = ops_per_step(lambda v: (plain(v), None), plain.parameters(), x, y, fused=False)
     module_ops = ops_per_step(lambda v: (lg(v), ebops(lg)), lg.parameters(), x, y, fused=True)
     flat = pack(lg, x[:2])  # what fit_learned trains an MLP with
-    print(f"tensor operations per step: bare {bare_ops}, learned {ops_per_step(flat.step, flat.parameters(), x, y, True)} "
+    packed_ops = ops_per_step(flat.step, flat.parameters(), x, y, fused=True)
+    print(f"tensor operations per step: bare {bare_ops}, learned {packed_ops} "
           f"(module by module, as a CNN trains: {module_ops})")
     ok = True
     for load in (int(v) for v in a.loads.split(",")):

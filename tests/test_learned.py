@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bitsmith.data import get_dataset
+from bitsmith.errors import BitsmithError
 from bitsmith.graph import trace
 from bitsmith.learn import Collapsed, LearnSettings, fit_learned, freeze, learn
 from bitsmith.learned import LN2, learned_quantize, learned_weights
@@ -225,3 +226,24 @@ def test_a_kept_design_is_read_back_only_when_sound_and_of_the_same_study_point_
     assert space._kept(trained, point, 7, 0) is None  # damaged: trained again, never an error
     again, _ = space.build(trained, point, ctx, None, number=7)
     assert torch.equal(again.gm(digits.val.x), graph.gm(digits.val.x))  # the same seed, the same design
+
+
+def test_distillation_learns_from_the_loaded_models_soft_labels(digits, trained):
+    """With distill = 1 the labels do not count: training on shuffled labels gives the same design; with
+    distill = 0 they are all there is."""
+    import dataclasses
+
+    order = torch.randperm(len(digits.train.y), generator=torch.Generator().manual_seed(0))
+    shuffled = dataclasses.replace(digits, train=dataclasses.replace(digits.train, y=digits.train.y[order]))
+
+    def weights(data, distill):
+        s = LearnSettings(beta=1e-5, max_epochs=2, learning_rate=5e-3, seed=1, distill=distill)
+        return learn(trained, data, s).graph.gm.state_dict()
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(weights(digits, 1.0), weights(shuffled, 1.0))
+    assert not same(weights(digits, 0.0), weights(shuffled, 0.0))
+    with pytest.raises(BitsmithError, match=r"distill 1\.5: use 0 \(labels only\) to 1"):
+        LearnSettings(beta=1e-5, max_epochs=1, learning_rate=1e-3, distill=1.5)

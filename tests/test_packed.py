@@ -14,6 +14,7 @@ from bitsmith.graph import trace
 from bitsmith.learn import LearnSettings, calibrate, ebops, fit_learned, to_learned
 from bitsmith.learned import LearnedActivation, _LearnedKernel
 from bitsmith.models import build_model
+from bitsmith import packed
 from bitsmith.packed import pack
 from bitsmith.train import eval_mode, evaluate
 
@@ -38,15 +39,18 @@ def learned_graph(name, shape, n_classes, granularity, seed=0):
     return gm, x
 
 
+@pytest.mark.parametrize("dense", [True, False], ids=["feeds-per-value", "feeds-per-tensor"])
 @pytest.mark.parametrize("granularity", ["weight", "channel", "layer"])
 @pytest.mark.parametrize("name,shape,n_classes", MODELS)
 def test_the_packed_step_has_the_outputs_penalty_and_gradients_of_the_module_path(name, shape, n_classes,
-                                                                                    granularity):
+                                                                                    granularity, dense, monkeypatch):
+    if not dense:  # a large model sums its weights' bits per tensor first
+        monkeypatch.setattr(packed, "DENSE_FEEDS", 0)
     modules, x = learned_graph(name, shape, n_classes, granularity)
     flat_gm = copy.deepcopy(modules)
     modules.train(), flat_gm.train()
     flat = pack(flat_gm, x[:2])
-    assert flat is not None
+    assert flat is not None and flat._per_value == dense
     out_m = modules(x[:64])
     pen_m = ebops(modules)
     (out_m.square().sum() * 0.01 + 0.37 * pen_m).backward()

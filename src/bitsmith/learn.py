@@ -54,12 +54,19 @@ class LearnSettings:
     init_act_frac: float = 4.0
     range_quantile: float = 1.0  # activation ranges: this quantile of the training split's magnitudes
     seed: int = 0
+    distill: float = 0.0  # weight of the loaded model's soft labels in the loss (distillation), 0 to 1
+    temperature: float = 2.0  # of those soft labels
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
             raise BitsmithError(f"granularity {self.granularity!r}: use one of {', '.join(GRANULARITIES)}")
         if not 0.5 <= self.range_quantile <= 1:
             raise BitsmithError(f"range_quantile {self.range_quantile}: use 0.5 to 1 (1: the largest value)")
+        if not 0 <= self.distill <= 1:
+            raise BitsmithError(f"distill {self.distill}: use 0 (labels only) to 1 (the loaded model's soft labels "
+                                f"only)")
+        if not self.temperature > 0:
+            raise BitsmithError(f"temperature {self.temperature}: use a number above 0 (2 is usual)")
 
 
 class Collapsed(CandidateError):
@@ -157,6 +164,8 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
     Raises ``Collapsed`` when the validation accuracy falls to chance.
     """
     gen = seed_everything(s.seed)
+    # the loaded model's soft labels, before its modules are shared with (and trained in) the learned graph
+    soft = _soft_labels(graph, data.train.x, s).to(device) if s.distill else None
     learned = to_learned(graph, s)
     gm = learned.gm.to(device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
@@ -195,18 +204,21 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
     history = []
     for epoch in range(1, s.max_epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
-        xs, ys = x_all[perm], y_all[perm]
+        xs, ys, ss = x_all[perm], y_all[perm], (None if soft is None else soft[perm])
         total, seen = torch.zeros((), device=device), 0
         for b in range(per_epoch):
-            x, y = xs[b * s.batch_size:(b + 1) * s.batch_size], ys[b * s.batch_size:(b + 1) * s.batch_size]
-            logits, cost = step(x)  # cost: the penalty of this forward's widths
-            loss = F.cross_entropy(logits, y) + s.beta * cost
+            rows = slice(b * s.batch_size, (b + 1) * s.batch_size)
+            logits, cost = step(xs[rows])  # cost: the penalty of this forward's widths
+            if ss is None:
+                loss = F.cross_entropy(logits, ys[rows]) + s.beta * cost
+            else:
+                loss = _distilled(logits, ys[rows], ss[rows], s) + s.beta * cost
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total.add_(loss.detach(), alpha=len(y))
-            seen += len(y)
+            total.add_(loss.detach(), alpha=len(logits))
+            seen += len(logits)
         recalibrate()
         val = {"accuracy": val_accuracy()}
         row = {"epoch": epoch, "loss": total.item() / seen, "ebops": float(cost.detach()),
@@ -221,6 +233,19 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
         if report is not None:
             report(epoch, val["accuracy"])
     return learned, history
+
+
+def _soft_labels(graph: Graph, x: torch.Tensor, s: LearnSettings) -> torch.Tensor:
+    """The loaded model's class probabilities on the training rows at the temperature: its soft labels."""
+    with torch.no_grad(), eval_mode(graph.gm):
+        return F.softmax(graph.gm(x) / s.temperature, dim=1)
+
+
+def _distilled(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor, s: LearnSettings) -> torch.Tensor:
+    """Cross-entropy on the labels and, weighted by ``distill``, on the soft labels (Hinton et al. 2015: the
+    divergence at temperature T, times T squared so its gradient keeps its scale)."""
+    kd = F.kl_div(F.log_softmax(logits / s.temperature, dim=1), soft, reduction="batchmean")
+    return (1 - s.distill) * F.cross_entropy(logits, y) + s.distill * s.temperature ** 2 * kd
 
 
 def _fixed_of(values: torch.Tensor, max_frac: int, where: str) -> Fixed:

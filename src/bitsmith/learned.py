@@ -29,7 +29,7 @@ LN2 = math.log(2.0)
 GRANULARITIES = ("layer", "channel", "weight")
 
 
-def _grid(frac: torch.Tensor, int_bits: int, signed: bool) -> tuple[float, int, int]:
+def grid(frac: torch.Tensor, int_bits: int, signed: bool) -> tuple[float, int, int]:
     """(scale, lo, hi) of ``round(frac)`` fractional bits and ``int_bits`` integer bits: the integers a value
     times ``scale`` rounds to lie in [lo, hi]; both 0 when ``i + f < 0`` (everything rounds to zero)."""
     f = round(float(frac))
@@ -39,7 +39,7 @@ def _grid(frac: torch.Tensor, int_bits: int, signed: bool) -> tuple[float, int, 
 
 def _round_saturate(x, frac, int_bits: int, signed: bool):
     """(``x`` rounded and saturated, where it was not saturated, the rounding error)."""
-    scale, lo, hi = _grid(frac, int_bits, signed)
+    scale, lo, hi = grid(frac, int_bits, signed)
     k = torch.round(x * scale)
     q = k.clamp(lo, hi)
     inside = q == k
@@ -69,8 +69,9 @@ class _RoundBits(torch.autograd.Function):
     """A weight tensor on the grids of its own ``round(frac)`` (per tensor, channel or weight), and the sum of
     its values' bits (``log2|k| + 1`` of each nonzero integer ``k``: a zero costs nothing). No saturation:
     the frozen format is the narrowest that holds the values. The bits are ``log2|q| + frac + 1`` on nonzero
-    values, and their gradient passes to ``w`` as the values' does (straight through): it lowers ``frac`` and shrinks weights towards zero, which is
-    what prunes. The values' gradient is straight through for ``w`` and ``-ln 2 * error`` for ``frac``."""
+    values, and their gradient passes to ``w`` as the values' does (straight through): it lowers ``frac``
+    and shrinks weights towards zero, which is what prunes. The values' gradient is straight through for
+    ``w`` and ``-ln 2 * error`` for ``frac``."""
 
     @staticmethod
     def forward(ctx, w, frac):
@@ -144,7 +145,7 @@ def rounded(frac: torch.Tensor) -> torch.Tensor:
 def learned_quantize(x: torch.Tensor, frac: torch.Tensor, int_bits: int, signed: bool = True) -> torch.Tensor:
     """``x`` on one learned grid (``frac`` a one-element tensor), saturated to ``int_bits`` integer bits."""
     if not (x.requires_grad or frac.requires_grad) or not torch.is_grad_enabled():
-        scale, lo, hi = _grid(frac, int_bits, signed)
+        scale, lo, hi = grid(frac, int_bits, signed)
         return x.mul(scale).round_().clamp_(lo, hi).div_(scale)
     return _Round.apply(x, frac, int_bits, signed)
 

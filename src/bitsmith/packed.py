@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.learned import LN2, LearnedActivation, LearnedLinear, LearnedReLU, _grid, int_bits_for, peak_of
+from bitsmith.learned import LN2, LearnedActivation, LearnedLinear, LearnedReLU, grid, int_bits_for, peak_of
 
 DENSE_FEEDS = 1 << 22  # activations x values up to this: the feeds matrix is per value (16 MiB at most)
 
@@ -137,6 +137,8 @@ class Packed:
         # which values each activation feeds: per value when small (one matrix-vector product sums their bits),
         # else per tensor (the bits are summed per tensor first)
         self._per_value = len(acts) * len(self.values) <= DENSE_FEEDS
+        self.tensor_of = None if self._per_value else torch.repeat_interleave(
+            torch.arange(len(pieces), device=dev), self.lengths)
         self.feeds = torch.zeros(len(acts), len(self.values) if self._per_value else len(pieces), device=dev)
         start = 0
         for s, (j, n) in enumerate(zip(self.seg_act, self.sizes)):
@@ -159,7 +161,8 @@ class Packed:
         """Per activation, the bits of the weights it feeds."""
         if self._per_value:
             return torch.mv(self.feeds, bits)
-        return torch.mv(self.feeds, torch.segment_reduce(bits, "sum", lengths=self.lengths))
+        per_tensor = torch.zeros(len(self.sizes), dtype=bits.dtype, device=bits.device)
+        return torch.mv(self.feeds, per_tensor.index_add_(0, self.tensor_of, bits))
 
     def setting(self, act_fracs: torch.Tensor) -> Setting:
         """The ``Setting`` of the activations' widths now, made once per set of rounded widths."""
@@ -169,7 +172,7 @@ class Packed:
             like = dict(dtype=self.values.dtype, device=self.values.device)
             grids, a_bits = [], []
             for f, i, s in zip(key, self.int_bits, self.signed):
-                scale, lo, hi = _grid(f, i, bool(s))
+                scale, lo, hi = grid(f, i, bool(s))
                 grids.append((torch.tensor(scale, **like), lo, hi))
                 a_bits.append(max(i + f, 0) + s)
             seg = torch.tensor([1 if j is None else a_bits[j] for j in self.seg_act], **like)

@@ -527,6 +527,12 @@ CASES: list[Case] = [
          match=r"unknown key 'betta' in \[search\.search_space\.hyper\].*did you mean 'beta'"),
     Case("learned-log-range-from-0", SEARCH_CMD, toml=learned_with("beta = { low = 0, high = 1e-3, log = true }"),
          match=r"a log range needs low > 0"),
+    Case("learned-distill-above-1", SEARCH_CMD, toml=learned_with("distill = [0.0, 1.5]"),
+         match=r"distill.*1\.5.*expected a value <= 1"),
+    Case("learned-temperature-0", SEARCH_CMD,
+         toml=edit(LEARNED, "[search.search_space.hyper]\n",
+                   "[search.search_space.setup]\ntemperature = 0\n\n[search.search_space.hyper]\n"),
+         match=r"temperature = 0.*expected a value > 0"),
     Case("learned-grid-with-ranges", [*SEARCH_CMD, "--sampler", "grid"], toml=learned_with(""),
          match=r"sampler 'grid' visits every point, and \[search\.search_space\.hyper\] has ranges"),
     # --- [search.strategy.hw_runner.luts] -------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class Hyper(Table):
     # activation ranges: this quantile of the training split's magnitudes (1: the largest; lower values clip
     # rare outliers, such as the large z-scores of pixels that are almost always 0)
     range_quantile: Choice(float, ge=0.5, le=1) = Field(default_factory=lambda: [1.0])
+    # weight of the loaded model's soft labels in the loss (distillation): 0, labels only, to 1
+    distill: Choice(float, ge=0, le=1) = Field(default_factory=lambda: [0.0])
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +90,7 @@ class LearnedSetup(Table):
     percentile: float = Field(25.0, gt=0, lt=100)
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_epochs: int = Field(5, ge=0)
+    temperature: float = Field(2.0, gt=0, allow_inf_nan=False)  # of the soft labels, when distill > 0
 
 
 class LearnedSpaceTable(Table):
@@ -103,7 +106,10 @@ class LearnedSpec:
     hyper: Hyper
 
     def digest_data(self) -> list[Any]:
-        return [self.name, self.setup.model_dump(mode="json"), self.hyper.model_dump(mode="json")]
+        # settings added later leave out their defaults: a config that does not use them keeps its digest
+        setup = self.setup.model_dump(mode="json", exclude={"temperature"} if self.setup.temperature == 2.0 else None)
+        hyper = self.hyper.model_dump(mode="json", exclude={"distill"} if self.hyper.distill == [0.0] else None)
+        return [self.name, setup, hyper]
 
 
 def parse_learned(table: dict[str, Any], source: str = "the config") -> LearnedSpec:
@@ -127,6 +133,8 @@ class LearnedSpace:
         self.params: dict[str, list[Any] | Range] = {
             "beta": h.beta, "max_epochs": h.max_epochs, "learning_rate": h.learning_rate,
             "granularity": h.granularity, "range_quantile": h.range_quantile}
+        if h.distill != [0.0]:
+            self.params["distill"] = h.distill  # (absent otherwise: the points of earlier studies stay as they were)
         self.folder: Path | None = None  # where trained designs are kept (``keep``); None: nowhere
         self.key = ""
         s = spec.setup
@@ -179,7 +187,8 @@ class LearnedSpace:
         return LearnSettings(beta=float(p["beta"]), max_epochs=int(p["max_epochs"]),
                              learning_rate=float(p["learning_rate"]), granularity=p["granularity"],
                              batch_size=s.batch_size, init_weight_frac=s.init_weight_frac,
-                             init_act_frac=s.init_act_frac, range_quantile=float(p["range_quantile"]), seed=seed)
+                             init_act_frac=s.init_act_frac, range_quantile=float(p["range_quantile"]), seed=seed,
+                             distill=float(p.get("distill", 0.0)), temperature=s.temperature)
 
     def build(self, base: Graph, chosen: dict[str, Any], ctx, trial: optuna.Trial | None = None,
               number: int | None = None) -> tuple[Graph, list]:
