@@ -3,7 +3,7 @@
 Same model (digits-mlp), same in-memory tensors, batch size, optimizer (Adam) and cosine schedule. The
 bare loop is the least code that trains: shuffle, slice, forward, backward, step. The learned loop is
 ``bitsmith.learn.fit_learned``: learned quantizers on every weight, bias and activation, the EBOPs
-penalty each step (an MLP trains packed, as one autograd node: ``bitsmith.packed``), and once per
+penalty each step (an MLP trains packed, outside autograd: ``bitsmith.packed``), and once per
 epoch the calibration of activation ranges and a validation pass (the pruner needs it). Both run on one
 intra-op thread, idle and with busy background processes (``--loads``); the figure is the median ratio
 of samples/s over ``--repeats`` alternating runs.
@@ -43,9 +43,9 @@ def bare(model, x, y, epochs: int, batch: int, lr: float, seed: int) -> float:
     return epochs * len(y) / bare_loop(model, x, y, epochs, batch, lr, seed)
 
 
-def ops_per_step(forward, params, x, y, fused: bool) -> int:
-    """Tensor operations one training step dispatches (forward, backward and the optimizer's step);
-    ``forward(x)`` gives (logits, penalty or None)."""
+def ops_per_step(train_batch, params, x, y, fused: bool) -> int:
+    """Tensor operations one training step dispatches: ``train_batch(x, y)`` (forward and gradients) and the
+    optimizer's step."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -58,10 +58,8 @@ def ops_per_step(forward, params, x, y, fused: bool) -> int:
     opt = torch.optim.Adam(params, lr=1e-3, fused=fused)  # as each loop makes it
 
     def step():
-        logits, penalty = forward(x)
-        loss = F.cross_entropy(logits, y) + (1e-5 * penalty if penalty is not None else 0)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        train_batch(x, y)
         opt.step()
 
     step()  # the optimizer's state is made in the first step
@@ -97,10 +95,17 @@ def main() -> None:
     calibrate(lg, data.train.x)
     lg.train()
     plain = build_model("digits-mlp", data.in_shape, data.n_classes).train()
-    bare_ops = ops_per_step(lambda v: (plain(v), None), plain.parameters(), x, y, fused=False)
-    module_ops = ops_per_step(lambda v: (lg(v), ebops(lg)), lg.parameters(), x, y, fused=True)
-    flat = pack(lg, x[:2])  # what fit_learned trains an MLP with
-    packed_ops = ops_per_step(flat.step, flat.parameters(), x, y, fused=True)
+    bare_ops = ops_per_step(lambda v, t: F.cross_entropy(plain(v), t).backward(), plain.parameters(), x, y, False)
+    module_ops = ops_per_step(lambda v, t: (F.cross_entropy(lg(v), t) + 1e-5 * ebops(lg)).backward(),
+                              lg.parameters(), x, y, True)
+    flat = pack(lg, x[:2])  # what fit_learned trains an MLP with: no autograd, the loss's gradient in closed form
+    beta = torch.tensor(1e-5)
+
+    def packed_batch(v, t):
+        logits, _, saved = flat.forward_train(v)
+        flat.backward_train(saved, F.softmax(logits, 1).sub_(F.one_hot(t, logits.shape[1])).div_(len(t)), beta)
+
+    packed_ops = ops_per_step(packed_batch, flat.parameters(), x, y, True)
     print(f"tensor operations per step: bare {bare_ops}, learned {packed_ops} "
           f"(module by module, as a CNN trains: {module_ops})")
     ok = True

@@ -123,3 +123,30 @@ def test_an_mlp_trains_packed_and_a_cnn_module_by_module_to_the_same_kind_of_res
     # the history's validation accuracy is the module path's evaluation of the trained modules
     assert history[-1]["val_accuracy"] == evaluate(learned.gm, digits.val)["accuracy"]
     assert history[-1]["val_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("distill", [0.0, 0.5])
+@pytest.mark.parametrize("name,shape,n_classes", MODELS)
+def test_the_step_outside_autograd_gives_autograds_gradients(name, shape, n_classes, distill):
+    """fit_learned's packed step: the chain's own backward and the loss's gradient in closed form, no
+    autograd but for the float modules in front."""
+    from bitsmith.learn import _loss, _loss_and_grad
+
+    modules, x = learned_graph(name, shape, n_classes, "weight", seed=5)
+    other = copy.deepcopy(modules)
+    modules.train(), other.train()
+    auto, manual = pack(modules, x[:2]), pack(other, x[:2])
+    y = torch.randint(0, n_classes, (64,))
+    soft = torch.softmax(torch.randn(64, n_classes), 1) if distill else None
+    s = LearnSettings(beta=3e-4, max_epochs=1, learning_rate=1e-3, distill=distill, temperature=2.5)
+
+    logits, pen = auto.step(x[:64])
+    loss = _loss(logits, y, soft, s) + s.beta * pen
+    loss.backward()
+    out, pen_m, saved = manual.forward_train(x[:64])
+    loss_m, g = _loss_and_grad(out, y, soft, s)
+    manual.backward_train(saved, g, torch.tensor(s.beta))
+
+    assert torch.allclose(loss.detach(), loss_m + s.beta * pen_m, rtol=1e-5)
+    for a, m in zip(auto.parameters(), manual.parameters()):
+        assert m.grad is not None and torch.allclose(a.grad, m.grad, rtol=1e-4, atol=1e-6)

@@ -169,10 +169,14 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
     learned = to_learned(graph, s)
     gm = learned.gm.to(device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
-    flat = pack(gm, x_all[:2])  # an MLP trains as one autograd node; anything else module by module
+    flat = pack(gm, x_all[:2])  # an MLP trains packed, without autograd; anything else module by module
     if flat is None:
-        def step(x):
-            return gm(x), ebops(gm)
+        def train_batch(x, y, soft):
+            logits = gm(x)
+            cost = ebops(gm)  # the penalty of this forward's widths
+            loss = _loss(logits, y, soft, s) + s.beta * cost
+            loss.backward()
+            return loss.detach(), cost
 
         def val_accuracy():
             return evaluate(gm, data.val, device)["accuracy"]
@@ -180,7 +184,14 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
         def recalibrate():
             calibrate(gm, x_all, s.range_quantile)
     else:
-        step = flat.step
+        beta = torch.tensor(s.beta, device=device)
+
+        def train_batch(x, y, soft):
+            logits, cost, saved = flat.forward_train(x)
+            loss, g_logits = _loss_and_grad(logits, y, soft, s)
+            flat.backward_train(saved, g_logits, beta)
+            return loss + beta * cost, cost
+
         val_x, val_y = data.val.x.to(device), data.val.y.to(device)
 
         def val_accuracy():
@@ -208,17 +219,13 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
         total, seen = torch.zeros((), device=device), 0
         for b in range(per_epoch):
             rows = slice(b * s.batch_size, (b + 1) * s.batch_size)
-            logits, cost = step(xs[rows])  # cost: the penalty of this forward's widths
-            if ss is None:
-                loss = F.cross_entropy(logits, ys[rows]) + s.beta * cost
-            else:
-                loss = _distilled(logits, ys[rows], ss[rows], s) + s.beta * cost
+            y = ys[rows]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, cost = train_batch(xs[rows], y, None if ss is None else ss[rows])
             opt.step()
             sched.step()
-            total.add_(loss.detach(), alpha=len(logits))
-            seen += len(logits)
+            total.add_(loss, alpha=len(y))
+            seen += len(y)
         recalibrate()
         val = {"accuracy": val_accuracy()}
         row = {"epoch": epoch, "loss": total.item() / seen, "ebops": float(cost.detach()),
@@ -241,11 +248,31 @@ def _soft_labels(graph: Graph, x: torch.Tensor, s: LearnSettings) -> torch.Tenso
         return F.softmax(graph.gm(x) / s.temperature, dim=1)
 
 
-def _distilled(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor, s: LearnSettings) -> torch.Tensor:
+def _loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, s: LearnSettings) -> torch.Tensor:
     """Cross-entropy on the labels and, weighted by ``distill``, on the soft labels (Hinton et al. 2015: the
     divergence at temperature T, times T squared so its gradient keeps its scale)."""
+    if soft is None:
+        return F.cross_entropy(logits, y)
     kd = F.kl_div(F.log_softmax(logits / s.temperature, dim=1), soft, reduction="batchmean")
     return (1 - s.distill) * F.cross_entropy(logits, y) + s.distill * s.temperature ** 2 * kd
+
+
+def _loss_and_grad(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None,
+                   s: LearnSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_loss`` and its gradient by the logits, in closed form (the packed step runs no autograd; a test
+    compares them): softmax minus the one-hot labels, and for the soft labels T (softmax(z / T) - soft)."""
+    with torch.no_grad():
+        n = len(y)
+        log_p = F.log_softmax(logits, dim=1)
+        loss = F.nll_loss(log_p, y)
+        grad = log_p.exp_().sub_(F.one_hot(y, logits.shape[1])).div_(n)
+        if soft is None:
+            return loss, grad
+        t = s.temperature
+        log_pt = F.log_softmax(logits / t, dim=1)
+        kd = F.kl_div(log_pt, soft, reduction="batchmean")
+        grad = grad.mul_(1 - s.distill).add_(log_pt.exp_().sub_(soft), alpha=s.distill * t / n)
+        return (1 - s.distill) * loss + s.distill * t * t * kd, grad
 
 
 def _fixed_of(values: torch.Tensor, max_frac: int, where: str) -> Fixed:

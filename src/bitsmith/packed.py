@@ -40,6 +40,17 @@ class Setting(NamedTuple):
     active: torch.Tensor
 
 
+class _Saved:
+    """What a forward keeps for its backward when it runs outside autograd (as autograd's context does)."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+        self.needs_input_grad = (h.requires_grad, True, True, True, False)
+
+    def save_for_backward(self, *tensors: torch.Tensor) -> None:
+        self.saved_tensors = tensors
+
+
 class _Chain(torch.autograd.Function):
     """(chain output, penalty) from the chain's input and the three flat parameters."""
 
@@ -191,8 +202,25 @@ class Packed:
         return x
 
     def step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the chain's output, the penalty) of a training batch, differentiable."""
+        """(the chain's output, the penalty) of a training batch, differentiable (autograd)."""
         return _Chain.apply(self._prefix(x), self.values, self.fracs, self.act_fracs, self)
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, _Saved]:
+        """``step`` without autograd (a training step's autograd is a good share of its time): (output,
+        penalty, what ``backward_train`` needs). The float modules before the chain still run in autograd."""
+        h = self._prefix(x)
+        saved = _Saved(h)
+        with torch.no_grad():
+            out, penalty = _Chain.forward(saved, h, self.values, self.fracs, self.act_fracs, self)
+        return out, penalty, saved
+
+    def backward_train(self, saved: _Saved, g_out: torch.Tensor, g_penalty: torch.Tensor) -> None:
+        """Set the parameters' gradients, given those of the output and the penalty (a 0-d tensor)."""
+        with torch.no_grad():
+            g_h, self.values.grad, self.fracs.grad, self.act_fracs.grad, _ = _Chain.backward(saved, g_out,
+                                                                                             g_penalty)
+        if g_h is not None:
+            saved.h.backward(g_h)  # into the float modules' parameters
 
     @torch.no_grad()
     def _forward(self, x: torch.Tensor, observe: list | None = None, largest: bool = False) -> torch.Tensor:
