@@ -52,7 +52,8 @@ class _Saved:
 
 
 class _Chain(torch.autograd.Function):
-    """(chain output, penalty) from the chain's input and the three flat parameters."""
+    """(chain output, penalty) from the chain's input and the three flat parameters. ``Packed.step`` runs it
+    in autograd; ``forward_train`` and ``backward_train`` call its forward and backward directly."""
 
     @staticmethod
     def forward(ctx, h, values, fracs, act_fracs, p: Packed):
@@ -128,12 +129,14 @@ class Packed:
         self.int_bits = [int(a.int_bits) for a in acts]
         self.shapes = [tuple(m.weight.shape) for m in linears]
         pieces, fracs, self.seg_act, self.w_part, self.b_part = [], [], [], [], []
-        for m in linears:
-            self.w_part.append(len(pieces))
-            pieces.append(m.weight), fracs.append(m.w_frac), self.seg_act.append(acts.index(m.input_act()))
-            self.b_part.append(None if m.bias is None else len(pieces))
-            if m.bias is not None:
-                pieces.append(m.bias), fracs.append(m.b_frac), self.seg_act.append(None)
+        for m in linears:  # each layer's weight, then its bias: the EBOPs multiplier of a bias is 1
+            for t, f, act, part in ((m.weight, m.w_frac, acts.index(m.input_act()), self.w_part),
+                                    (m.bias, m.b_frac, None, self.b_part)):
+                part.append(None if t is None else len(pieces))
+                if t is not None:
+                    pieces.append(t)
+                    fracs.append(f)
+                    self.seg_act.append(act)
         self.sizes = [t.numel() for t in pieces]
         self.lengths = torch.tensor(self.sizes, device=dev)
         self.values = nn.Parameter(torch.cat([t.detach().reshape(-1) for t in pieces]))
