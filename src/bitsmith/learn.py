@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -169,49 +169,17 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
     learned = to_learned(graph, s)
     gm = learned.gm.to(device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
-    flat = pack(gm, x_all[:2])  # an MLP trains packed, without autograd; anything else module by module
-    if flat is None:
-        def train_batch(x, y, soft):
-            logits = gm(x)
-            cost = ebops(gm)  # the penalty of this forward's widths
-            loss = _loss(logits, y, soft, s) + s.beta * cost
-            loss.backward()
-            return loss.detach(), cost
-
-        def val_accuracy():
-            return evaluate(gm, data.val, device)["accuracy"]
-
-        def recalibrate():
-            calibrate(gm, x_all, s.range_quantile)
-    else:
-        beta = torch.tensor(s.beta, device=device)
-
-        def train_batch(x, y, soft):
-            logits, cost, saved = flat.forward_train(x)
-            loss, g_logits = _loss_and_grad(logits, y, soft, s)
-            flat.backward_train(saved, g_logits, beta)
-            return loss + beta * cost, cost
-
-        val_x, val_y = data.val.x.to(device), data.val.y.to(device)
-
-        def val_accuracy():
-            with eval_mode(gm):
-                return int((flat.predict(val_x).argmax(1) == val_y).sum()) / max(len(val_y), 1)
-
-        def recalibrate():
-            with eval_mode(gm):
-                flat.calibrate(x_all, s.range_quantile)
-    recalibrate()
+    run = _trainer(gm, data, x_all, s, device)
+    run.recalibrate()
     gm.train()
-    params = gm.parameters() if flat is None else flat.parameters()
-    opt = torch.optim.Adam(params, lr=s.learning_rate, fused=True)  # one kernel, not ops per tensor
+    opt = torch.optim.Adam(run.params, lr=s.learning_rate, fused=True)  # one kernel, not ops per tensor
     n = len(x_all)
     per_epoch = max(1, math.ceil(n / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=per_epoch * s.max_epochs)
     floor = chance(data) + CHANCE_MARGIN
     # A model that starts above chance and falls to it has collapsed; one that starts at chance (untrained)
     # is given half its epochs to rise.
-    grace = 0 if val_accuracy() > floor else s.max_epochs // 2
+    grace = 0 if run.val_accuracy() > floor else s.max_epochs // 2
     history = []
     for epoch in range(1, s.max_epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
@@ -221,25 +189,65 @@ def fit_learned(graph: Graph, data: DataSplits, s: LearnSettings, device: torch.
             rows = slice(b * s.batch_size, (b + 1) * s.batch_size)
             y = ys[rows]
             opt.zero_grad(set_to_none=True)
-            loss, cost = train_batch(xs[rows], y, None if ss is None else ss[rows])
+            loss, cost = run.train_batch(xs[rows], y, None if ss is None else ss[rows])
             opt.step()
             sched.step()
             total.add_(loss, alpha=len(y))
             seen += len(y)
-        recalibrate()
-        val = {"accuracy": val_accuracy()}
-        row = {"epoch": epoch, "loss": total.item() / seen, "ebops": float(cost.detach()),
-               "val_accuracy": val["accuracy"]}
+        run.recalibrate()
+        accuracy = run.val_accuracy()
+        row = {"epoch": epoch, "loss": total.item() / seen, "ebops": float(cost.detach()), "val_accuracy": accuracy}
         history.append(row)
         if not math.isfinite(row["loss"]):
             raise Collapsed(f"training diverged in epoch {epoch} (loss {row['loss']}); lower the learning rate")
-        if val["accuracy"] <= floor and epoch > grace:
-            raise Collapsed(f"collapsed: validation accuracy {val['accuracy']:.3f} after epoch {epoch} is at chance "
+        if accuracy <= floor and epoch > grace:
+            raise Collapsed(f"collapsed: validation accuracy {accuracy:.3f} after epoch {epoch} is at chance "
                             f"({floor - CHANCE_MARGIN:.3f} + {CHANCE_MARGIN}); lower the penalty strength beta "
                             f"(now {s.beta:g})")
         if report is not None:
-            report(epoch, val["accuracy"])
+            report(epoch, accuracy)
     return learned, history
+
+
+class _Trainer(NamedTuple):
+    train_batch: Callable  # (x, y, soft labels or None) -> (loss, penalty), the gradients set
+    val_accuracy: Callable[[], float]
+    recalibrate: Callable[[], None]
+    params: list
+
+
+def _trainer(gm: nn.Module, data: DataSplits, x_all: torch.Tensor, s: LearnSettings, device) -> _Trainer:
+    """How the learned graph trains: an MLP packed, without autograd (``bitsmith.packed``), anything else
+    module by module."""
+    flat = pack(gm, x_all[:2])
+    if flat is None:
+        def train_batch(x, y, soft):
+            logits = gm(x)
+            cost = ebops(gm)  # the penalty of this forward's widths
+            loss = _loss(logits, y, soft, s) + s.beta * cost
+            loss.backward()
+            return loss.detach(), cost
+
+        return _Trainer(train_batch, lambda: evaluate(gm, data.val, device)["accuracy"],
+                        lambda: calibrate(gm, x_all, s.range_quantile), list(gm.parameters()))
+    beta = torch.tensor(s.beta, device=device)
+    val_x, val_y = data.val.x.to(device), data.val.y.to(device)
+
+    def train_batch(x, y, soft):
+        logits, cost, saved = flat.forward_train(x)
+        loss, g_logits = _loss_and_grad(logits, y, soft, s)
+        flat.backward_train(saved, g_logits, beta)
+        return loss + beta * cost, cost
+
+    def val_accuracy():
+        with eval_mode(gm):
+            return int((flat.predict(val_x).argmax(1) == val_y).sum()) / max(len(val_y), 1)
+
+    def recalibrate():
+        with eval_mode(gm):
+            flat.calibrate(x_all, s.range_quantile)
+
+    return _Trainer(train_batch, val_accuracy, recalibrate, flat.parameters())
 
 
 def _soft_labels(graph: Graph, x: torch.Tensor, s: LearnSettings) -> torch.Tensor:
