@@ -16,7 +16,9 @@ import errno
 import ipaddress
 import socket
 import sys
+import threading
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bitsmith.errors import BitsmithError
 
@@ -49,15 +51,39 @@ def serve_from_args(args: argparse.Namespace) -> int:
     print(f"dashboard: http://{_url_host(host)}:{port}/ (Ctrl-C to stop)", flush=True)
     sys.stderr.flush()
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port)
+        serve(optuna_dashboard.wsgi(storage), host, port)
     except KeyboardInterrupt:
-        pass  # bottle swallows Ctrl-C itself; this catches it should a version not
+        pass
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):  # taken after _check_port looked
             raise _listen_error(host, port, e) from None
         raise
     print("dashboard: stopped")
     return 0
+
+
+class _Handler(WSGIRequestHandler):
+    def address_string(self) -> str:
+        return self.client_address[0]  # the request log names the client's address, with no DNS lookup
+
+
+def serve(app, host: str, port: int) -> None:
+    """Serve the WSGI ``app`` on ``host:port`` until Ctrl-C (which this raises, once the server has stopped).
+
+    The server runs in a thread and the main thread only waits: Ctrl-C is raised in the main thread, and
+    wsgiref's handler catches everything a request raises, so a Ctrl-C landing in a request was printed and
+    ignored (optuna-dashboard's own ``run_server`` serves in the main thread)."""
+    server_class = type("Server", (WSGIServer,), {"address_family": socket.AF_INET6 if ":" in host
+                                                  else socket.AF_INET})
+    server = make_server(host.strip("[]"), port, app, server_class, _Handler)
+    worker = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+    finally:
+        server.shutdown()  # after the request in flight, if any
+        server.server_close()
 
 
 def _storage_url(args: argparse.Namespace) -> tuple[str | None, Path, str]:
@@ -124,7 +150,7 @@ def _url_host(host: str) -> str:
 
 def _check_port(host: str, port: int) -> None:
     """Fail with one line, before the server prints its banner, when ``host:port`` cannot be listened on."""
-    # The same socket the server makes: wsgiref binds (host, port) with SO_REUSEADDR, IPv6 for a ':' host.
+    # The same socket ``serve`` makes: wsgiref binds (host, port) with SO_REUSEADDR, IPv6 for a ':' host.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:

@@ -94,17 +94,60 @@ def test_serves_the_study_over_http_and_stops_on_ctrl_c(tmp_path):
             proc.wait(timeout=10)
 
 
+def test_ctrl_c_stops_it_while_requests_are_being_served(tmp_path):
+    """wsgiref catches whatever a request raises, Ctrl-C included: served from the main thread, a Ctrl-C
+    that landed in a request was printed and ignored, and the dashboard ran on."""
+    import threading
+
+    d = tmp_path / "D"
+    make_study(journal_of(d, "proj"), "proj", n_trials=300)  # each request takes a while
+    port = free_port()
+    err_file = tmp_path / "err.txt"
+    with err_file.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bitsmith", "dashboard", "--project-dir", str(d),
+                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=err, text=True)
+    url = f"http://127.0.0.1:{port}/api/studies/0"
+    stop, served = threading.Event(), []
+
+    def hammer():  # a request always in flight, as from an open browser tab
+        while not stop.is_set():
+            try:
+                get_json(url)
+                served.append(1)
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.05)
+
+    worker = threading.Thread(target=hammer, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(served) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(served) >= 5, f"the dashboard never answered: {err_file.read_text()}"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert out.splitlines()[-1] == "dashboard: stopped"
+        assert "Traceback" not in err_file.read_text() and "KeyboardInterrupt" not in err_file.read_text()
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @pytest.fixture
 def fake_server(monkeypatch):
-    """optuna_dashboard.run_server replaced by a recorder, for the checks that need no real server."""
+    """The server replaced by a recorder of the storage optuna-dashboard's app was made on, for the checks
+    that need no real server."""
     import optuna_dashboard
 
+    from bitsmith import dashboard
+
     calls = []
-
-    def run_server(storage, host, port):
-        calls.append((storage, host, port))
-
-    monkeypatch.setattr(optuna_dashboard, "run_server", run_server)
+    monkeypatch.setattr(optuna_dashboard, "wsgi", lambda storage: storage)
+    monkeypatch.setattr(dashboard, "serve", lambda app, host, port: calls.append((app, host, port)))
     return calls
 
 
@@ -163,12 +206,12 @@ def test_storage_flag_and_open_host_warning(tmp_path, capsys, fake_server):
 
 
 def test_ctrl_c_exits_0(tmp_path, capsys, monkeypatch):
-    import optuna_dashboard
+    from bitsmith import dashboard
 
-    def interrupted(storage, host, port):
+    def interrupted(app, host, port):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(optuna_dashboard, "run_server", interrupted)
+    monkeypatch.setattr(dashboard, "serve", interrupted)
     make_study(journal_of(tmp_path, "proj"), "proj", n_trials=1)
     code, out, err = cli(capsys, "dashboard", "--project-dir", str(tmp_path), "--port", str(free_port()))
     assert code == 0 and err == "" and out.endswith("dashboard: stopped\n")
