@@ -48,6 +48,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_dashboard(d: Path, port: int, **popen) -> subprocess.Popen:
+    """``bitsmith dashboard`` as a terminal runs it: with Ctrl-C's default action, even when the suite itself
+    was started in the background, where a shell ignores SIGINT and its children inherit that."""
+    return subprocess.Popen([sys.executable, "-m", "bitsmith", "dashboard", "--project-dir", str(d), "--port",
+                             str(port)], text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **popen)
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
@@ -59,8 +67,7 @@ def test_serves_the_study_over_http_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_file.open("w") as out, err_file.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bitsmith", "dashboard", "--project-dir", str(d),
-                                 "--port", str(port)], stdout=out, stderr=err, text=True)
+        proc = start_dashboard(d, port, stdout=out, stderr=err)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline, studies = time.monotonic() + 30, None
@@ -104,8 +111,7 @@ def test_ctrl_c_stops_it_while_requests_are_being_served(tmp_path):
     port = free_port()
     err_file = tmp_path / "err.txt"
     with err_file.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bitsmith", "dashboard", "--project-dir", str(d),
-                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = start_dashboard(d, port, stdout=subprocess.PIPE, stderr=err)
     url = f"http://127.0.0.1:{port}/api/studies/0"
     stop, served = threading.Event(), []
 
