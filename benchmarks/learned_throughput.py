@@ -31,7 +31,7 @@ from train_throughput import bare_loop
 
 from bitsmith.data import get_dataset
 from bitsmith.graph import trace
-from bitsmith.learn import LearnSettings, calibrate, ebops, fit_learned, to_learned
+from bitsmith.learn import LearnSettings, _loss_and_grad, calibrate, ebops, fit_learned, to_learned
 from bitsmith.models import build_model
 from bitsmith.packed import pack
 
@@ -99,11 +99,11 @@ def main() -> None:
     module_ops = ops_per_step(lambda v, t: (F.cross_entropy(lg(v), t) + 1e-5 * ebops(lg)).backward(),
                               lg.parameters(), x, y, True)
     flat = pack(lg, x[:2])  # what fit_learned trains an MLP with: no autograd, the loss's gradient in closed form
-    beta = torch.tensor(1e-5)
+    settings, beta = LearnSettings(beta=1e-5, max_epochs=1, learning_rate=1e-3), torch.tensor(1e-5)
 
     def packed_batch(v, t):
         logits, _, saved = flat.forward_train(v)
-        flat.backward_train(saved, F.softmax(logits, 1).sub_(F.one_hot(t, logits.shape[1])).div_(len(t)), beta)
+        flat.backward_train(saved, _loss_and_grad(logits, t, None, settings)[1], beta)
 
     packed_ops = ops_per_step(packed_batch, flat.parameters(), x, y, True)
     print(f"tensor operations per step: bare {bare_ops}, learned {packed_ops} "

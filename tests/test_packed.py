@@ -113,7 +113,7 @@ def test_graphs_that_are_not_a_chain_of_learned_linear_layers_are_left_to_the_mo
     assert pack(to_learned(trace(mlp.eval(), (4,)), s).gm, torch.zeros(2, 4)) is None
 
 
-def test_an_mlp_trains_packed_and_a_cnn_module_by_module_to_the_same_kind_of_result():
+def test_the_packed_training_history_holds_the_module_paths_evaluation_of_the_trained_modules():
     digits = get_dataset("digits")
     torch.manual_seed(0)
     graph = trace(build_model("digits-mlp", digits.in_shape, digits.n_classes).eval(), digits.in_shape)

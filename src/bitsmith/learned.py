@@ -37,6 +37,12 @@ def grid(frac: torch.Tensor, int_bits: int, signed: bool) -> tuple[float, int, i
     return 2.0 ** f, (-math.floor(top) if signed else 0), max(math.ceil(top) - 1, 0)
 
 
+def act_width(frac: int, int_bits: int, signed: bool) -> int:
+    """Bits of an activation format with ``frac`` fractional and ``int_bits`` integer bits, sign included (no
+    fewer than 0 beside the sign)."""
+    return max(int_bits + frac, 0) + int(signed)
+
+
 def _round_saturate(x, frac, int_bits: int, signed: bool):
     """(``x`` rounded and saturated, where it was not saturated, the rounding error)."""
     scale, lo, hi = grid(frac, int_bits, signed)
@@ -101,7 +107,7 @@ class _LinearStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, w_frac, b_frac, a_frac, a_int: int, a_signed: bool, round_input: bool):
         f = round(float(a_frac))
-        a_bits = max(a_int + f, 0) + a_signed
+        a_bits = act_width(f, a_int, a_signed)
         x_err = inside = None
         if round_input:
             xq, inside, x_err = _round_saturate(x, a_frac, a_int, a_signed)

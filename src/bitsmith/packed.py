@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.learned import LN2, LearnedActivation, LearnedLinear, LearnedReLU, grid, int_bits_for, peak_of
+from bitsmith.learned import LN2, LearnedActivation, act_width, LearnedLinear, LearnedReLU, grid, int_bits_for, peak_of
 
 DENSE_FEEDS = 1 << 22  # activations x values up to this: the feeds matrix is per value (16 MiB at most)
 
@@ -57,9 +57,7 @@ class _Chain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, values, fracs, act_fracs, p: Packed):
-        fr = fracs if p.expand is None else fracs[p.expand]
-        scale = torch.exp2(torch.round(fr))
-        k = torch.round(values * scale)
+        k, scale = p.integers(values, fracs)
         q = k / scale
         ak = k.abs()
         nonzero = ak.clamp(max=1)  # 1 for a nonzero integer, else 0: a float mask (bool ones cost more)
@@ -171,6 +169,11 @@ class Packed:
             a.frac.data = self.act_fracs[j]
         self._settings: dict[tuple[int, ...], Setting] = {}
 
+    def integers(self, values: torch.Tensor, fracs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each value's integer on its grid, the grid's scale ``2**round(frac)``): the value is their ratio."""
+        scale = torch.exp2(torch.round(fracs if self.expand is None else fracs[self.expand]))
+        return torch.round(values * scale), scale
+
     def fed_bits(self, bits: torch.Tensor) -> torch.Tensor:
         """Per activation, the bits of the weights it feeds."""
         if self._per_value:
@@ -188,7 +191,7 @@ class Packed:
             for f, i, s in zip(key, self.int_bits, self.signed):
                 scale, lo, hi = grid(f, i, bool(s))
                 grids.append((torch.tensor(scale, **like), lo, hi))
-                a_bits.append(max(i + f, 0) + s)
+                a_bits.append(act_width(f, i, bool(s)))
             seg = torch.tensor([1 if j is None else a_bits[j] for j in self.seg_act], **like)
             st = self._settings[key] = Setting(
                 grids, torch.repeat_interleave(seg, self.lengths),
@@ -232,9 +235,8 @@ class Packed:
         mode (eval)."""
         h = self._prefix(x)
         st = self.setting(self.act_fracs)
-        fr = self.fracs if self.expand is None else self.fracs[self.expand]
-        scale = torch.exp2(torch.round(fr))
-        parts = torch.round(self.values * scale).div_(scale).split(self.sizes)
+        k, scale = self.integers(self.values, self.fracs)
+        parts = k.div_(scale).split(self.sizes)
         for op, i in self.ops:
             if op == "quant" and observe is not None:
                 h = h if self.signed[i] else h.clamp(min=0)

@@ -106,10 +106,7 @@ class LearnedSpec:
     hyper: Hyper
 
     def digest_data(self) -> list[Any]:
-        # settings added later leave out their defaults: a config that does not use them keeps its digest
-        setup = self.setup.model_dump(mode="json", exclude={"temperature"} if self.setup.temperature == 2.0 else None)
-        hyper = self.hyper.model_dump(mode="json", exclude={"distill"} if self.hyper.distill == [0.0] else None)
-        return [self.name, setup, hyper]
+        return [self.name, _dump(self.setup), _dump(self.hyper)]
 
 
 def parse_learned(table: dict[str, Any], source: str = "the config") -> LearnedSpec:
@@ -118,6 +115,17 @@ def parse_learned(table: dict[str, Any], source: str = "the config") -> LearnedS
 
 
 INTEGER = {"max_epochs"}
+ADDED_LATER = {"temperature", "distill"}  # settings a study made before them does not know
+
+
+def at_default(table: Table, name: str) -> bool:
+    return getattr(table, name) == type(table).model_fields[name].get_default(call_default_factory=True)
+
+
+def _dump(table: Table) -> dict[str, Any]:
+    """The table for a study's digest; a setting added later is left out at its default, so that a study made
+    before it keeps its digest and resumes."""
+    return table.model_dump(mode="json", exclude={n for n in ADDED_LATER if hasattr(table, n) and at_default(table, n)})
 
 
 def _plain(point: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +141,7 @@ class LearnedSpace:
         self.params: dict[str, list[Any] | Range] = {
             "beta": h.beta, "max_epochs": h.max_epochs, "learning_rate": h.learning_rate,
             "granularity": h.granularity, "range_quantile": h.range_quantile}
-        if h.distill != [0.0]:
+        if not at_default(h, "distill"):
             self.params["distill"] = h.distill  # (absent otherwise: the points of earlier studies stay as they were)
         self.folder: Path | None = None  # where trained designs are kept (``keep``); None: nowhere
         self.key = ""
