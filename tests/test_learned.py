@@ -247,3 +247,18 @@ def test_distillation_learns_from_the_loaded_models_soft_labels(digits, trained)
     assert not same(weights(digits, 0.0), weights(shuffled, 0.0))
     with pytest.raises(BitsmithError, match=r"distill 1\.5: use 0 \(labels only\) to 1"):
         LearnSettings(beta=1e-5, max_epochs=1, learning_rate=1e-3, distill=1.5)
+
+
+def test_repeats_enter_a_studys_digest_only_when_set_and_their_seeds_stay_in_range():
+    from bitsmith.schema import MAX_SEED
+    from bitsmith.search.learned import LearnedSpace, parse_learned
+
+    def spec(**setup):
+        return parse_learned({"name": "graph/quantize/learned_widths", "setup": setup, "hyper": {"beta": [1e-4]}})
+
+    assert "repeats" not in spec().digest_data()[1]  # a study made before the setting resumes
+    assert spec(repeats=1).digest_data() == spec().digest_data()
+    assert spec(repeats=3).digest_data()[1]["repeats"] == 3
+    assert LearnedSpace(spec(repeats=3)).more_seeds(5) == [6, 7]
+    assert LearnedSpace(spec(repeats=3)).more_seeds(MAX_SEED) == [0, 1]
+    assert LearnedSpace(spec()).more_seeds(5) == []

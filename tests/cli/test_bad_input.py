@@ -533,6 +533,10 @@ CASES: list[Case] = [
          toml=edit(LEARNED, "[search.search_space.hyper]\n",
                    "[search.search_space.setup]\ntemperature = 0\n\n[search.search_space.hyper]\n"),
          match=r"temperature = 0.*expected a value > 0"),
+    Case("learned-repeats-0", SEARCH_CMD,
+         toml=edit(LEARNED, "[search.search_space.hyper]\n",
+                   "[search.search_space.setup]\nrepeats = 0\n\n[search.search_space.hyper]\n"),
+         match=r"repeats = 0.*expected a value >= 1"),
     Case("learned-grid-with-ranges", [*SEARCH_CMD, "--sampler", "grid"], toml=learned_with(""),
          match=r"sampler 'grid' visits every point, and \[search\.search_space\.hyper\] has ranges"),
     # --- [search.strategy.hw_runner.luts] -------------------------------------------------------------------------

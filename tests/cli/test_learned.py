@@ -144,3 +144,31 @@ def test_the_example_config_runs_as_written(tmp_path, capsys, ckpt):
                          str(tmp_path), "--n-trials", "2")
     assert code == 0, err
     assert "2 trials (2 complete" in out
+
+
+def test_repeats_score_each_trial_by_the_means_over_its_seeds_and_keep_the_first_seeds_design(tmp_path, capsys,
+                                                                                               ckpt):
+    (tmp_path / "once").mkdir()
+    once = config(tmp_path / "once", trials=2, epochs=3)
+    twice = tmp_path / "twice.toml"
+    twice.write_text(once.read_text().replace('pruner = "none"\n', 'pruner = "none"\nrepeats = 2\n'))
+    runs = {}
+    for name, cfg in (("once", once), ("twice", twice)):
+        code, out, err = cli(capsys, "search", "--config", str(cfg), "--load", str(ckpt), "--project-dir",
+                             str(tmp_path / name))
+        assert code == 0, err
+        d = next((tmp_path / name / "digits-mlp_digits" / "search").glob(f"*-{cfg.stem}"))
+        runs[name] = (json.loads((d / "trials.json").read_text()), out)
+    (once_trials, once_out), (twice_trials, twice_out) = runs["once"], runs["twice"]
+    assert "repeats" not in once_trials[0] and "means over" not in once_out
+    assert "metrics: means over 2 seeds (repeats)" in twice_out
+    for a, b in zip(once_trials, twice_trials):
+        assert a["params"] == b["params"]  # the seeded sampler proposes the same points
+        first, second = b["repeats"]
+        assert (first["seed"], second["seed"]) == (0, 1)
+        # the first seed is the search's own: its design and metrics are those of the study without repeats
+        assert [first["accuracy"], first["luts"]] == a["values"]
+        assert b["config"] == a["config"]
+        assert second["luts"] != first["luts"]  # another seed, another design
+        assert b["values"] == pytest.approx([(first["accuracy"] + second["accuracy"]) / 2,
+                                             (first["luts"] + second["luts"]) / 2])

@@ -22,7 +22,7 @@ from bitsmith.errors import BitsmithError
 from bitsmith.graph import Graph
 from bitsmith.learn import LearnSettings, learn
 from bitsmith.passes import apply_passes, parse_pass
-from bitsmith.schema import Table, parse
+from bitsmith.schema import MAX_SEED, Table, parse
 from bitsmith.search import _optuna
 
 LEARNED_SPACE = "graph/quantize/learned_widths"
@@ -91,6 +91,9 @@ class LearnedSetup(Table):
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_epochs: int = Field(5, ge=0)
     temperature: float = Field(2.0, gt=0, allow_inf_nan=False)  # of the soft labels, when distill > 0
+    # seeds each trial trains its point with, scored by the means of their metrics: one run's accuracy is
+    # partly its seed, so several rank points by what they give, not by one draw (the first seed's design is kept)
+    repeats: int = Field(1, ge=1, le=100)
 
 
 class LearnedSpaceTable(Table):
@@ -115,7 +118,7 @@ def parse_learned(table: dict[str, Any], source: str = "the config") -> LearnedS
 
 
 INTEGER = {"max_epochs"}
-ADDED_LATER = {"temperature", "distill"}  # settings a study made before them does not know
+ADDED_LATER = {"temperature", "distill", "repeats"}  # settings a study made before them does not know
 
 
 def at_default(table: Table, name: str) -> bool:
@@ -197,6 +200,14 @@ class LearnedSpace:
                              batch_size=s.batch_size, init_weight_frac=s.init_weight_frac,
                              init_act_frac=s.init_act_frac, range_quantile=float(p["range_quantile"]), seed=seed,
                              distill=float(p.get("distill", 0.0)), temperature=s.temperature)
+
+    def more_seeds(self, seed: int) -> list[int]:
+        """The seeds a trial trains with after the search's own (``repeats``), in order."""
+        return [(seed + i) % (MAX_SEED + 1) for i in range(1, self.spec.setup.repeats)]
+
+    def build_seed(self, base: Graph, chosen: dict[str, Any], ctx, seed: int) -> Graph:
+        """The point's design trained with another seed (a repeat: neither reported to the pruner nor kept)."""
+        return learn(base, ctx.data, self.settings(chosen, seed), ctx.device).graph
 
     def build(self, base: Graph, chosen: dict[str, Any], ctx, trial: optuna.Trial | None = None,
               number: int | None = None) -> tuple[Graph, list]:

@@ -171,8 +171,8 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "hardware_metrics": t.user_attrs.get("hardware_metrics"),
         "scaled_metrics": t.user_attrs.get("scaled_metrics"),
         "config": t.user_attrs.get("config"),
-        # learned widths: training time, pruned share, validation accuracy after each epoch
-        **{k: t.user_attrs[k] for k in ("learned", "val_accuracy_by_epoch") if k in t.user_attrs},
+        # learned widths: training time, pruned share, validation accuracy after each epoch, each seed's metrics
+        **{k: t.user_attrs[k] for k in ("learned", "val_accuracy_by_epoch", "repeats") if k in t.user_attrs},
     }
 
 

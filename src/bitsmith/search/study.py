@@ -3,6 +3,7 @@ trials are best."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,21 @@ class Objective:
             out[runner.kind].update(m)
         return graph, out["software"], out["hardware"]
 
+    def repeated(self, chosen: dict[str, Any], trial: optuna.Trial, sw: dict[str, float],
+                 hw: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+        """The metrics' means over the point trained with each of the learned space's seeds (``repeats``); each
+        seed's own are kept in the trial's ``repeats``. A repeat that collapses prunes the trial."""
+        runs = [{"seed": self.ctx.seed, **sw, **hw}]
+        for seed in self.space.more_seeds(self.ctx.seed):
+            try:
+                _, s, h = self.measure(self.space.build_seed(self.base, chosen, self.ctx, seed))
+            except CandidateError as e:
+                raise CandidateError(f"repeat with seed {seed}: {e}") from None
+            runs.append({"seed": seed, **s, **h})
+        trial.set_user_attr("repeats", runs)
+        return ({k: statistics.fmean(r[k] for r in runs) for k in sw},
+                {k: statistics.fmean(r[k] for r in runs) for k in hw})
+
     def scale(self, values: dict[str, float]) -> dict[str, float]:
         return {m.name: m.scale * values[m.name] for m in self.cfg.metrics}
 
@@ -95,6 +111,8 @@ class Objective:
                 self.on_start()  # a signal that came while the point was written
             graph, passes = build_candidate(self.base, self.space, chosen, self.ctx, trial)
             graph, sw, hw = self.measure(graph)
+            if isinstance(self.space, LearnedSpace) and self.space.spec.setup.repeats > 1:
+                sw, hw = self.repeated(chosen, trial, sw, hw)
         except CandidateError as e:
             self.computing = False
             trial.set_user_attr("pruned_reason", str(e))

@@ -245,6 +245,10 @@ def print_best(best: list[optuna.trial.FrozenTrial], tests: dict[int, dict[str, 
     notes = [] if beside else ["under each row: its design, per layer table"]
     if {"accuracy", "loss"} & set(names):
         notes.append("accuracy, loss: on the validation split" + (f" ({rows.val:,} rows)" if rows.val else ""))
+    repeats = sorted({len(t.user_attrs["repeats"]) for t in ordered if "repeats" in t.user_attrs})
+    if repeats:  # learned widths with repeats: the metrics are means over seeds, the design is one of them
+        notes.append(f"metrics: means over {'/'.join(map(str, repeats))} seeds (repeats); the design shown, kept "
+                     "and tested is the first seed's")
     if "accuracy" in names and rows.val:
         notes.append("(a–b): the accuracy's 95% interval (Wilson score)")
     elif "accuracy" in names and rows.macro:
