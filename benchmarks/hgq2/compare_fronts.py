@@ -38,6 +38,15 @@ def smallest(rows, t: float):
     return min(ok, key=lambda r: r["cost"]) if ok else None
 
 
+def by_threshold(h_rows: list[dict], b_rows: list[dict], thresholds=THRESHOLDS) -> list[dict]:
+    """Per threshold, each tool's cheapest row whose test accuracy reaches it, and bitsmith's cost over HGQ2's."""
+    out = []
+    for t in thresholds:
+        h, b = smallest(h_rows, t), smallest(b_rows, t)
+        out.append({"threshold": t, "hgq2": h, "bitsmith": b, "ratio": b["cost"] / h["cost"] if h and b else None})
+    return out
+
+
 def all_on_test(study: Path) -> list[dict]:
     """Every design the study kept (``designs/trial_N.ckpt``), scored on the test split."""
     import torch
@@ -85,23 +94,20 @@ def main() -> None:
     print(f"bitsmith: {len(b_rows)} designs on the validation front of {a.study.name} (test accuracy re-measured)")
     print(f"HGQ2: {len(h_rows)} runs from {HERE / 'results.json'}; test split {n_test} rows\n")
     print(f"{'test acc >=':>11}  {'HGQ2 cost':>9}  {'run':<14}  {'bitsmith':>8}  {'design':<10}  {'ratio':>5}")
-    table = []
-    for t in THRESHOLDS:
-        h, b = smallest(h_rows, t), smallest(b_rows, t)
-        ratio = b["cost"] / h["cost"] if h and b else None
-        table.append({"threshold": t, "hgq2": h, "bitsmith": b, "ratio": ratio})
+    table = by_threshold(h_rows, b_rows)
+    for row in table:
+        t, h, b, ratio = row["threshold"], row["hgq2"], row["bitsmith"], row["ratio"]
         print(f"{t:>11.2f}  {h['cost'] if h else float('nan'):>9,.0f}  {h['name'] if h else '-':<14}  "
               f"{b['cost'] if b else float('nan'):>8,.0f}  {b['name'] if b else '-':<10}  "
               f"{ratio if ratio else float('nan'):>5.2f}")
     every = all_on_test(a.study) if a.all_on_test else []
     if every:
         print(f"\nselected on test, as HGQ2's thresholds are: all {len(every)} kept designs of the study")
-        for t in THRESHOLDS:
-            h, b = smallest(h_rows, t), smallest(every, t)
-            ratio = b["cost"] / h["cost"] if h and b else float("nan")
+        for row in by_threshold(h_rows, every):
+            t, h, b, ratio = row["threshold"], row["hgq2"], row["bitsmith"], row["ratio"] or float("nan")
             print(f"{t:>11.2f}  {h['cost'] if h else float('nan'):>9,.0f}  {h['name'] if h else '-':<14}  "
                   f"{b['cost'] if b else float('nan'):>8,.0f}  {b['name'] if b else '-':<10}  {ratio:>5.2f}")
-            table.append({"threshold": t, "selected_on": "test", "hgq2": h, "bitsmith": b, "ratio": ratio})
+            table.append({**row, "selected_on": "test"})
     print("\nbitsmith's front designs (chosen on validation), test accuracy with its 95% interval:")
     for r in sorted(b_rows, key=lambda r: r["cost"]):
         lo, hi = wilson(r["test"], n_test)

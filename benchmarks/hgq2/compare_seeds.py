@@ -18,6 +18,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from compare_fronts import by_threshold  # beside this script
+
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = (0.94, 0.95, 0.96, 0.97)
 
@@ -31,11 +33,6 @@ def settings(runs: list[tuple[str, float, float]]) -> list[dict]:
              "test": statistics.fmean(t for _, t in v), "test_min": min(t for _, t in v),
              "test_max": max(t for _, t in v), "cost_min": min(c for c, _ in v), "cost_max": max(c for c, _ in v)}
             for n, v in by.items()]
-
-
-def cheapest(rows: list[dict], t: float) -> dict | None:
-    ok = [r for r in rows if r["test"] >= t - 1e-12]
-    return min(ok, key=lambda r: r["cost"]) if ok else None
 
 
 def cell(row: dict | None, width: int) -> str:
@@ -70,11 +67,9 @@ def main() -> None:
                   f"{r['test_min']:>7.4f}-{r['test_max']:.4f}")
         print()
     print(f"{'mean test >=':>12}  {'HGQ2':>7} {'setting':<12}  {'bitsmith':>8} {'setting':<10}  {'ratio':>5}")
-    table = []
-    for t in THRESHOLDS:
-        h, m = cheapest(h_rows, t), cheapest(b_rows, t)
-        ratio = m["cost"] / h["cost"] if h and m else None
-        table.append({"threshold": t, "hgq2": h, "bitsmith": m, "ratio": ratio})
+    table = by_threshold(h_rows, b_rows, THRESHOLDS)
+    for row in table:
+        t, h, m, ratio = row["threshold"], row["hgq2"], row["bitsmith"], row["ratio"]
         print(f"{t:>12.2f}  {cell(h, 7)} {h['name'] if h else '-':<12}  {cell(m, 8)} {m['name'] if m else '-':<10}  "
               f"{format(ratio, '.2f') if ratio else '-':>5}")
     import matplotlib
