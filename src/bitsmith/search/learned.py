@@ -4,7 +4,8 @@
 (``bitsmith.learn``) under hyper-parameters Optuna chooses (``[search.search_space.hyper]``: the penalty
 strength ``beta``, ``max_epochs``, ``learning_rate``, ``granularity``), and the runners then score the frozen
 fixed-point design like any other candidate. Each epoch's validation accuracy goes to an Optuna pruner; a
-trial that falls to chance is pruned with its reason.
+trial that falls to chance is pruned with its reason. With ``repeats`` a trial also trains its point with the
+seeds after the search's own, and is scored by the means (``study.Objective.repeated``).
 """
 
 from __future__ import annotations
