@@ -76,7 +76,12 @@ def main() -> None:
                    "val": evaluate(r.graph.gm, data.val)["accuracy"],
                    "test": evaluate(r.graph.gm, data.test)["accuracy"], "s": round(time.perf_counter() - t0, 2)}
             rows.append(row)
-            luts.append(row["luts"]), val.append(row["val"]), test.append(row["test"])
+            luts.append(row["luts"])
+            val.append(row["val"])
+            test.append(row["test"])
+        if not luts:
+            print(f"{n:>5} every seed collapsed", flush=True)
+            continue
         study_test = front[n]["test_metrics"]["accuracy"] if n in front else None  # best.json's reading
         print(f"{n:>5} {t['hardware_metrics']['luts']:>10.1f} "
               f"{'' if study_test is None else format(study_test, '.4f'):>10} | "

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bitsmith.learned import LN2, LearnedActivation, act_width, LearnedLinear, LearnedReLU, grid, int_bits_for, peak_of
+from bitsmith.learned import LN2, LearnedActivation, LearnedLinear, LearnedReLU, act_width, grid, int_bits_for, peak_of
 
 DENSE_FEEDS = 1 << 22  # activations x values up to this: the feeds matrix is per value (16 MiB at most)
 
